@@ -1,0 +1,1 @@
+"""Moving frames and results between processes, on time: ring buffer, pipeline, protocol, CLI."""
