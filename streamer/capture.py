@@ -1,0 +1,50 @@
+"""The capture process: camera -> ring buffer, and nothing else.
+
+Capture has a process of its own so the camera is read on time whatever the tracker is
+doing (no shared GIL, no waiting on inference). It reports to the pipeline over a pipe:
+("opened", shape, description), ("ended",) or ("error", one-line message). It stops
+when told, when the camera ends, or when the pipeline process is gone.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
+
+from facestream.camera_adapters.base import CameraError
+from facestream.camera_adapters.registry import make_camera
+from facestream.streamer.ringbuffer import RingBuffer
+
+
+def capture_main(camera_args: dict, conn: Connection, stop: Event) -> None:
+    # Ctrl-C reaches the whole process group; the pipeline decides when capture stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        camera = make_camera(**camera_args)
+        camera.open()
+    except CameraError as e:
+        conn.send(("error", str(e)))
+        return
+    ring = None
+    try:
+        conn.send(("opened", camera.shape, camera.describe()))
+        if not conn.poll(30):
+            return
+        ring = RingBuffer.attach(conn.recv())
+        parent = os.getppid()
+        while not stop.is_set() and os.getppid() == parent:
+            frame = camera.read()
+            if frame is None:
+                ring.mark_ended()
+                conn.send(("ended",))
+                break
+            ring.write(frame)
+    except CameraError as e:
+        conn.send(("error", str(e)))
+    except Exception as e:  # reported to the pipeline, which exits non-zero
+        conn.send(("error", f"capture failed: {type(e).__name__}: {e}"))
+    finally:
+        camera.close()
+        if ring is not None:
+            ring.close()

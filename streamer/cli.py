@@ -1,0 +1,233 @@
+"""The ``facestream`` command line."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable
+
+import click
+
+from facestream.streamer.config import ConfigError, load_config
+
+_DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message is meant for the user: one line, no traceback."""
+    from facestream.camera_adapters.base import CameraError
+    from facestream.engines.encoder import EncoderFileError
+    from facestream.engines.model_files import ModelFileError
+    from facestream.engines.tracker import TrackerError
+    from facestream.streamer.pipeline import PipelineError
+    from facestream.streamer.protocol import ProtocolError
+    from facestream.streamer.publisher import PublishError
+    from facestream.streamer.ringbuffer import RingBufferError
+
+    return (ConfigError, CameraError, EncoderFileError, ModelFileError, TrackerError,
+            PipelineError, ProtocolError, PublishError, RingBufferError, OSError)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"facestream: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _guarded(fn: Callable[[], Any]) -> Any:
+    """Run a command body, turning any error into one line on stderr and a non-zero exit."""
+    try:
+        return fn()
+    except ConfigError as e:
+        _fail(str(e), 2)
+    except _user_errors() as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if os.environ.get("FACESTREAM_DEBUG"):
+            raise
+        _fail(f"internal error: {type(e).__name__}: {e} (set FACESTREAM_DEBUG=1 for the traceback)")
+
+
+class _StopFlag:
+    """Set by the first Ctrl-C or SIGTERM; a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame) -> None:
+        self.set = True
+        signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
+
+    def __call__(self) -> bool:
+        return self.set
+
+
+class _StatusLine:
+    """A live line on a terminal; a plain line every 10 s when stderr is a file or a pipe."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self._next = 0.0
+
+    def __call__(self, line: str) -> None:
+        if self.tty:
+            sys.stderr.write("\r\x1b[K" + line)
+            sys.stderr.flush()
+        elif time.monotonic() >= self._next:
+            sys.stderr.write(line + "\n")
+            self._next = time.monotonic() + 10.0
+
+    def end(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def _parse_bbox(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--bbox {text!r}: expected four integers ROW1,ROW2,COL1,COL2") from None
+    return values
+
+
+def _overrides(**flags) -> dict:
+    """Command-line flags as config overrides ({section: {key: value}}), skipping unset flags."""
+    where = {
+        "camera": ("camera", "spec"), "fps": ("camera", "fps"), "seed": ("camera", "seed"),
+        "engine": ("tracker", "engine"), "model": ("tracker", "model"), "bbox": ("tracker", "bbox"),
+        "threads": ("tracker", "threads"), "encoder": ("encoder", "model"),
+        "publish": ("stream", "publish"), "policy": ("stream", "policy"),
+        "wait_subscribers": ("stream", "wait_subscribers"),
+        "frames": ("run", "frames"), "duration": ("run", "duration"),
+    }
+    out: dict[str, dict] = {}
+    for flag, value in flags.items():
+        if value is not None:
+            section, key = where[flag]
+            out.setdefault(section, {})[key] = value
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="facestream")
+def main() -> None:
+    """facestream: Facemap's mouse-face tracker and neural encoder, live."""
+
+
+_pipeline_options = [
+    click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file (see configs/default.toml)."),
+    click.option("--camera", help="Frame source: synthetic | video:PATH."),
+    click.option("--fps", type=float, help="Synthetic camera frame rate (0 = as fast as possible)."),
+    click.option("--seed", type=int, help="Synthetic camera seed."),
+    click.option("--engine", help="Tracker engine: onnx | torch."),
+    click.option("--model", help="Facemap model state file (*.pt) or folder; default: the bundled model."),
+    click.option("--bbox", help="Crop ROW1,ROW2,COL1,COL2 (Facemap's convention)."),
+    click.option("--threads", type=int, help="Inference threads (0 = engine default)."),
+    click.option("--encoder", help="Streaming encoder file (.npz); default: the bundled encoder."),
+    click.option("--publish", help=f"ZeroMQ endpoint to bind (default {_DEFAULT_ENDPOINT})."),
+    click.option("--policy", help="latest (newest frame, closed loop) | every (every frame while it keeps up)."),
+    click.option("--wait-subscribers", type=int, help="Wait for N subscribers before the camera starts."),
+    click.option("--frames", type=int, help="Stop after N processed frames."),
+    click.option("--duration", type=float, help="Stop after S seconds."),
+]
+
+
+def pipeline_options(fn):
+    for option in reversed(_pipeline_options):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@pipeline_options
+@click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON on stdout at the end.")
+@click.option("--quiet", is_flag=True, help="No live status line.")
+def run(config_path, bbox, as_json, quiet, **flags) -> None:
+    """Run the live pipeline until Ctrl-C (or --frames / --duration)."""
+
+    def body() -> None:
+        from facestream.streamer.pipeline import Pipeline
+
+        cfg = load_config(config_path, _overrides(bbox=_parse_bbox(bbox), **flags))
+        if quiet:
+            cfg["run"]["status_interval"] = 0.0
+        stop = _StopFlag()
+        status = _StatusLine()
+        pipeline = Pipeline(cfg, on_status=status)
+        click.echo(
+            f"facestream: {cfg['camera']['spec']} -> {pipeline.tracker.describe()['engine']} tracker -> "
+            f"publishing on {cfg['stream']['publish']} (Ctrl-C stops)",
+            err=True,
+        )
+        try:
+            summary = pipeline.run(stop)
+        finally:
+            status.end()
+        lat = summary["latency_ms"]
+        fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+        click.echo(
+            f"facestream: {pipeline.status}: {summary['frames']} frames in {summary['seconds']:.1f} s "
+            f"({summary['fps']:.1f} fps), latency p50 {fmt(lat['p50'])} ms p99 {fmt(lat['p99'])} ms "
+            f"max {fmt(lat['max'])} ms, dropped {summary['dropped']['total']} {summary['dropped']}",
+            err=True,
+        )
+        if as_json:
+            click.echo(json.dumps(summary))
+
+    _guarded(body)
+
+
+@main.command()
+@click.argument("endpoint", default=_DEFAULT_ENDPOINT)
+@click.option("--count", type=click.IntRange(min=1), help="Exit after N frame messages.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message (with its topic).")
+@click.option("--topic", type=click.Choice(["all", "frame", "meta"]), default="all", show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Exit with an error if nothing arrives for S seconds.")
+def listen(endpoint, count, as_json, topic, timeout) -> None:
+    """Print what a running pipeline publishes."""
+
+    def body() -> None:
+        from facestream.streamer.client import Subscriber
+
+        topics = ("frame", "meta") if topic == "all" else (topic,)
+        stop = _StopFlag()
+        frames = 0
+        with Subscriber(endpoint, topics=topics) as sub:
+            last = time.monotonic()
+            while not stop():
+                msg = sub.recv(timeout=0.1)
+                if msg is None:
+                    if timeout and time.monotonic() - last > timeout:
+                        _fail(f"no message from {endpoint} for {timeout:g} s")
+                    continue
+                last = time.monotonic()
+                if as_json:
+                    click.echo(json.dumps({"topic": msg.topic, **msg.data}))
+                else:
+                    click.echo(_describe(msg))
+                if msg.topic == "frame":
+                    frames += 1
+                    if count and frames >= count:
+                        break
+            if sub.lost:
+                click.echo(f"facestream: this subscriber lost {sub.lost} frame messages (seq gaps)", err=True)
+
+    _guarded(body)
+
+
+def _describe(msg) -> str:
+    d = msg.data
+    if msg.topic == "meta":
+        s = d.get("stats", {})
+        lat = s.get("latency_ms", {})
+        return (f"meta   status {d.get('status')}  frames {s.get('frames')}  fps {s.get('fps')}  "
+                f"p50 {lat.get('p50')} ms  dropped {s.get('dropped', {}).get('total')}  policy {d.get('policy')}")
+    tip = d["keypoints"][8]
+    neural = " ".join(f"{v:+.3f}" for v in d["neural"][:3])
+    return (f"frame  seq {d['seq']}  id {d['frame_id']}  latency {msg.latency_ms:.2f} ms  dropped {d['dropped']}  "
+            f"nose(tip) ({tip[0]:.1f}, {tip[1]:.1f}) p={tip[2]:.2f}  neural[{len(d['neural'])}] {neural} ...")

@@ -1,0 +1,125 @@
+"""Settings: ``configs/default.toml`` is both the documentation and the schema.
+
+Every key of the default file is a setting; its default value fixes the setting's type. A
+user's file and command-line flags are merged over the defaults and then checked, so an
+unknown key, a wrong type or a value out of range is refused with one line naming it.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Callable
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+Config = dict[str, dict[str, Any]]
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a bad value; the message is one line."""
+
+
+_ENDPOINT = re.compile(r"^(tcp://[^:/\s]+:\d{1,5}|ipc://\S+)$")
+_CAMERA = re.compile(r"^(synthetic|[a-z]+:.+)$")
+
+
+def _bbox_ok(v: list) -> bool:
+    if not v:
+        return True
+    if len(v) != 4 or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        return False
+    r1, r2, c1, c2 = v
+    return 0 <= r1 < r2 and 0 <= c1 < c2
+
+
+# Range and choice checks beyond the type; each returns True when the value is acceptable.
+_CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
+    ("camera", "spec"): (lambda v: bool(_CAMERA.match(v)), "synthetic or video:PATH"),
+    ("camera", "width"): (lambda v: 16 <= v <= 8192, "16..8192"),
+    ("camera", "height"): (lambda v: 16 <= v <= 8192, "16..8192"),
+    ("camera", "fps"): (lambda v: 0 <= v <= 10000, "0..10000"),
+    ("camera", "frames"): (lambda v: v >= 0, ">= 0"),
+    ("buffer", "slots"): (lambda v: 2 <= v <= 100000, "2..100000"),
+    ("tracker", "engine"): (lambda v: v in ("onnx", "torch"), '"onnx" or "torch"'),
+    ("tracker", "bbox"): (_bbox_ok, "[] or [row1, row2, col1, col2] with row1 < row2, col1 < col2, all >= 0"),
+    ("tracker", "threads"): (lambda v: 0 <= v <= 256, "0..256"),
+    ("stream", "policy"): (lambda v: v in ("latest", "every"), '"latest" or "every"'),
+    ("stream", "publish"): (lambda v: bool(_ENDPOINT.match(v)), "tcp://HOST:PORT or ipc://PATH"),
+    ("stream", "meta_interval"): (lambda v: 0.01 <= v <= 60, "0.01..60 seconds"),
+    ("stream", "send_hwm"): (lambda v: v >= 1, ">= 1"),
+    ("stream", "wait_subscribers"): (lambda v: v >= 0, ">= 0"),
+    ("run", "frames"): (lambda v: v >= 0, ">= 0"),
+    ("run", "duration"): (lambda v: v >= 0, ">= 0"),
+    ("run", "status_interval"): (lambda v: v >= 0, ">= 0"),
+}
+
+
+def default_config_path() -> Path:
+    return Path(str(files("facestream.configs").joinpath("default.toml")))
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def defaults() -> Config:
+    return _read_toml(default_config_path())
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list"}[type(v)]
+
+
+def _coerce(section: str, key: str, value: Any, default: Any, source: str) -> Any:
+    name = f"[{section}] {key}"
+    ok = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(f"{source}: {name} must be {_type_name(default)}, got {value!r}")
+    check = _CHECKS.get((section, key))
+    if check and not check[0](value):
+        raise ConfigError(f"{source}: {name} = {value!r} is out of range (expected {check[1]})")
+    return value
+
+
+def merge(base: Config, overrides: dict, source: str) -> Config:
+    """A new config: ``overrides`` ({section: {key: value}}) checked and laid over ``base``."""
+    merged = copy.deepcopy(base)
+    reference = defaults()
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{source}: expected sections of settings")
+    for section, values in overrides.items():
+        if section not in reference:
+            raise ConfigError(f"{source}: unknown section [{section}] (known: {', '.join(reference)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table of settings")
+        for key, value in values.items():
+            if key not in reference[section]:
+                known = ", ".join(reference[section])
+                raise ConfigError(f"{source}: unknown key [{section}] {key} (known: {known})")
+            merged[section][key] = _coerce(section, key, value, reference[section][key], source)
+    return merged
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """Defaults, then the file at ``path`` (if any), then ``overrides`` from the command line."""
+    cfg = defaults()
+    if path is not None:
+        cfg = merge(cfg, _read_toml(Path(path)), str(path))
+    if overrides:
+        cfg = merge(cfg, overrides, "command line")
+    return cfg

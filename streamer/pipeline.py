@@ -1,0 +1,264 @@
+"""The live pipeline: capture process -> ring buffer -> tracker -> encoder -> publisher.
+
+The tracker loop owns the ZeroMQ socket (sockets are not thread-safe), so it also sends
+``meta`` and refreshes the status line between frames; it never waits longer than
+``_IDLE_S`` for a frame, so a stalled camera is noticed and ``meta`` keeps flowing.
+
+Every frame the camera produced is either processed or counted as dropped, by cause:
+``camera`` (gaps in the camera's frame counter: the camera or its driver lost them),
+``overrun`` (the ring buffer overwrote them before the tracker read them, policy ``every``)
+and ``skipped`` (passed over for a newer frame, policy ``latest``).
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from facestream.engines.bodyparts import BODYPARTS
+from facestream.engines.encoder import load_encoder
+from facestream.engines.tracker import load_tracker
+from facestream.streamer.capture import capture_main
+from facestream.streamer.config import Config, ConfigError
+from facestream.streamer.publisher import Publisher
+from facestream.streamer.ringbuffer import RingBuffer
+from facestream.streamer.stats import LatencyHistogram, StageTimes
+
+_IDLE_S = 0.05
+_CAMERA_STALL_S = 1.0
+_OPEN_TIMEOUT_S = 30.0
+
+
+class PipelineError(RuntimeError):
+    """The pipeline cannot go on; the message is one line."""
+
+
+@dataclass
+class Drops:
+    camera: int = 0
+    overrun: int = 0
+    skipped: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.camera + self.overrun + self.skipped
+
+    def as_dict(self) -> dict:
+        return {"total": self.total, "camera": self.camera, "overrun": self.overrun, "skipped": self.skipped}
+
+
+@dataclass
+class RunStats:
+    started_ns: int = field(default_factory=time.monotonic_ns)
+    frames: int = 0
+    drops: Drops = field(default_factory=Drops)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    window: LatencyHistogram = field(default_factory=LatencyHistogram)
+    stages: StageTimes = field(default_factory=StageTimes)
+    unprocessed_at_stop: int = 0
+
+    def fps(self) -> float:
+        elapsed = (time.monotonic_ns() - self.started_ns) / 1e9
+        return self.frames / elapsed if elapsed > 0 else 0.0
+
+    def summary(self) -> dict:
+        return {
+            "frames": self.frames,
+            "seconds": round((time.monotonic_ns() - self.started_ns) / 1e9, 3),
+            "fps": round(self.fps(), 2),
+            "latency_ms": self.latency.summary(),
+            "dropped": self.drops.as_dict(),
+            "unprocessed_at_stop": self.unprocessed_at_stop,
+            "stages_ms": self.stages.means(),
+        }
+
+
+def status_line(stats: RunStats, fps: float) -> str:
+    w = stats.window.summary()
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    d = stats.drops
+    return (
+        f"frames {stats.frames}  {fps:.1f} fps  latency p50 {fmt(w['p50'])} ms p99 {fmt(w['p99'])} ms  "
+        f"dropped {d.total} (camera {d.camera}, overrun {d.overrun}, skipped {d.skipped})"
+    )
+
+
+class Pipeline:
+    """One camera's live pipeline. ``run()`` blocks until stopped and returns the run's summary."""
+
+    def __init__(self, cfg: Config, on_status: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.on_status = on_status
+        t = cfg["tracker"]
+        self.tracker = load_tracker(
+            engine=t["engine"], model=t["model"] or None, bbox=tuple(t["bbox"]) or None, threads=t["threads"]
+        )
+        self.encoder = load_encoder(cfg["encoder"]["model"] or None)
+        self.stats = RunStats()
+        self.status = "starting"
+        self._camera: dict = {}
+
+    # -- the run ------------------------------------------------------------------------
+    def run(self, should_stop: Callable[[], bool] = lambda: False) -> dict:
+        cfg = self.cfg
+        publisher = Publisher(cfg["stream"]["publish"], cfg["stream"]["send_hwm"])
+        ctx = mp.get_context("spawn")
+        conn, child_conn = ctx.Pipe()
+        stop = ctx.Event()
+        c = cfg["camera"]
+        camera_args = dict(
+            spec=c["spec"], width=c["width"], height=c["height"], fps=c["fps"],
+            seed=c["seed"], frames=c["frames"], realtime=c["realtime"],
+        )
+        proc = ctx.Process(target=capture_main, args=(camera_args, child_conn, stop), name="facestream-capture", daemon=True)
+        ring = None
+        try:
+            proc.start()
+            shape, self._camera = self._wait_opened(conn, proc)
+            self._check_bbox(shape)
+            ring = RingBuffer.create(shape, cfg["buffer"]["slots"])
+            if cfg["stream"]["wait_subscribers"]:
+                self.status = "waiting for subscribers"
+                if not publisher.wait_for_subscribers(cfg["stream"]["wait_subscribers"], should_stop):
+                    return self._finish(publisher)
+            conn.send(ring.name)
+            self.stats = RunStats()
+            self._loop(ring, publisher, conn, proc, should_stop)
+            return self._finish(publisher)
+        finally:
+            stop.set()
+            proc.join(2.0)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(1.0)
+            publisher.close()
+            if ring is not None:
+                ring.close()
+                ring.unlink()
+
+    def _wait_opened(self, conn, proc) -> tuple[tuple[int, int], dict]:
+        deadline = time.monotonic() + _OPEN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if conn.poll(0.1):
+                msg = conn.recv()
+                if msg[0] == "error":
+                    raise PipelineError(msg[1])
+                return tuple(msg[1]), msg[2]
+            if not proc.is_alive():
+                raise PipelineError(f"capture process exited (code {proc.exitcode}) before the camera opened")
+        raise PipelineError(f"camera {self.cfg['camera']['spec']!r} did not open within {_OPEN_TIMEOUT_S:.0f} s")
+
+    def _check_bbox(self, shape: tuple[int, int]) -> None:
+        bbox = self.cfg["tracker"]["bbox"]
+        if bbox and (bbox[1] > shape[0] or bbox[3] > shape[1]):
+            raise ConfigError(f"[tracker] bbox = {bbox} lies outside the {shape[0]}x{shape[1]} frame")
+
+    def _loop(self, ring: RingBuffer, publisher: Publisher, conn, proc, should_stop) -> None:
+        cfg = self.cfg
+        latest = cfg["stream"]["policy"] == "latest"
+        max_frames, duration = cfg["run"]["frames"], cfg["run"]["duration"]
+        meta_every, status_every = cfg["stream"]["meta_interval"], cfg["run"]["status_interval"]
+        reader = ring.reader()
+        stats = self.stats
+        first: tuple[int, int, int] | None = None  # frame_id, ring index, dropped_before of the first frame
+        last_index = -1
+        camera_ended = False
+        now = time.monotonic()
+        next_meta, next_status, last_frame_at = now, now + status_every, now
+        status_frames, status_t = 0, now
+        self.status = "running"
+        while not should_stop():
+            read = reader.latest(_IDLE_S) if latest else reader.next(_IDLE_S)
+            now = time.monotonic()
+            if read is None:
+                if reader.exhausted:
+                    break
+                camera_ended = self._poll_capture(conn, proc, camera_ended)
+                if now - last_frame_at > _CAMERA_STALL_S and not camera_ended:
+                    self.status = "waiting for camera"
+            else:
+                last_frame_at = now
+                self.status = "running"
+                frame = read.frame
+                if first is None:
+                    first = (frame.frame_id, read.index, frame.dropped_before)
+                stats.drops.overrun += read.missed
+                stats.drops.skipped += read.skipped
+                stats.drops.camera = first[2] + (frame.frame_id - first[0]) - (read.index - first[1])
+                last_index = read.index
+                self._process(frame, publisher)
+                if (max_frames and stats.frames >= max_frames) or (duration and now - stats.started_ns / 1e9 >= duration):
+                    break
+            if now >= next_meta:
+                publisher.publish_meta(self.meta())
+                next_meta = now + meta_every
+            if status_every and now >= next_status and self.on_status:
+                self.on_status(status_line(stats, (stats.frames - status_frames) / (now - status_t)))
+                status_frames, status_t = stats.frames, now
+                next_status = now + status_every
+                stats.window = LatencyHistogram()
+        stats.unprocessed_at_stop = max(0, ring.written - 1 - last_index) if first is not None else 0
+        if camera_ended or reader.exhausted:
+            self.status = "ended"
+
+    def _process(self, frame, publisher: Publisher) -> None:
+        t0 = time.perf_counter_ns()
+        keypoints = self.tracker.infer(frame.pixels)[0]
+        t1 = time.perf_counter_ns()
+        neural = self.encoder.step(keypoints)
+        t2 = time.perf_counter_ns()
+        message = publisher.publish_frame({
+            "frame_id": frame.frame_id,
+            "t_capture_ns": frame.t_capture_ns,
+            "t_camera_ns": frame.t_camera_ns if frame.t_camera_ns >= 0 else None,
+            "camera": self._camera.get("name", "camera"),
+            "keypoints": keypoints.tolist(),
+            "neural": neural.tolist(),
+            "dropped": self.stats.drops.total,
+        })
+        t3 = time.perf_counter_ns()
+        latency_ms = (message["t_publish_ns"] - frame.t_capture_ns) / 1e6
+        self.stats.frames += 1
+        self.stats.latency.add(latency_ms)
+        self.stats.window.add(latency_ms)
+        self.stats.stages.add({
+            **{f"{k}_ms": v for k, v in self.tracker.last_timings_ms.items()},
+            "track_ms": (t1 - t0) / 1e6,
+            "encode_ms": (t2 - t1) / 1e6,
+            "publish_ms": (t3 - t2) / 1e6,
+        })
+
+    def _poll_capture(self, conn, proc, camera_ended: bool) -> bool:
+        while conn.poll():
+            msg = conn.recv()
+            if msg[0] == "error":
+                raise PipelineError(msg[1])
+            if msg[0] == "ended":
+                camera_ended = True
+        if not camera_ended and not proc.is_alive():
+            raise PipelineError(f"capture process died (exit code {proc.exitcode})")
+        return camera_ended
+
+    def _finish(self, publisher: Publisher) -> dict:
+        if self.status != "ended":
+            self.status = "stopped"
+        publisher.publish_meta(self.meta())
+        return self.stats.summary()
+
+    # -- meta ---------------------------------------------------------------------------
+    def meta(self) -> dict:
+        enc = self.encoder.describe()
+        return {
+            "status": self.status,
+            "bodyparts": list(BODYPARTS),
+            "keypoints": {"layout": "[x, y, likelihood] per bodypart; x = column, y = row, frame pixels"},
+            "camera": self._camera,
+            "frame": {"height": self._camera.get("height"), "width": self._camera.get("width")},
+            "tracker": self.tracker.describe(),
+            "encoder": enc,
+            "neural": {"kind": enc["kind"], "length": enc["n_out"], "lookahead_frames": enc["lookahead_frames"]},
+            "policy": self.cfg["stream"]["policy"],
+            "stats": self.stats.summary(),
+            "clock": {"monotonic_ns": time.monotonic_ns(), "time_ns": time.time_ns()},
+        }

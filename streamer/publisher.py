@@ -1,0 +1,75 @@
+"""The ZeroMQ publisher: never waits for a subscriber, numbers every frame message.
+
+An XPUB socket (a PUB that also sees subscriptions) lets the pipeline wait, when asked, for
+subscribers to arrive before the first frame, so they miss nothing.
+"""
+from __future__ import annotations
+
+import time
+
+import zmq
+
+from facestream.streamer import protocol
+
+
+class PublishError(RuntimeError):
+    """The endpoint cannot be bound; the message is one line."""
+
+
+class Publisher:
+    def __init__(self, endpoint: str, send_hwm: int = 1000, linger_ms: int = 1000):
+        self.endpoint = endpoint
+        self._ctx = zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.XPUB)
+        self._sock.setsockopt(zmq.SNDHWM, send_hwm)
+        self._sock.setsockopt(zmq.LINGER, linger_ms)
+        self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        try:
+            self._sock.bind(endpoint)
+        except zmq.ZMQError as e:
+            self._sock.close(0)
+            raise PublishError(f"cannot publish on {endpoint}: {e.strerror}") from None
+        self.seq = 0
+        self.frame_subscriptions = 0
+
+    def _read_subscriptions(self) -> None:
+        while True:
+            try:
+                event = self._sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event[:1] == b"\x01" and protocol.TOPIC_FRAME.startswith(event[1:]):
+                self.frame_subscriptions += 1
+            elif event[:1] == b"\x00" and protocol.TOPIC_FRAME.startswith(event[1:]):
+                self.frame_subscriptions -= 1
+
+    def wait_for_subscribers(self, n: int, should_stop, poll_s: float = 0.05) -> bool:
+        """Block until ``n`` subscriptions to frames have arrived; False if ``should_stop()`` first."""
+        while True:
+            self._read_subscriptions()
+            if self.frame_subscriptions >= n:
+                return True
+            if should_stop():
+                return False
+            self._sock.poll(int(poll_s * 1000), zmq.POLLIN)
+
+    def publish_frame(self, fields: dict) -> dict:
+        """Send one frame message; ``v``, ``seq`` and ``t_publish_ns`` are added here."""
+        message = {"v": protocol.VERSION, "seq": self.seq, **fields, "t_publish_ns": time.monotonic_ns()}
+        self._send(protocol.TOPIC_FRAME, message)
+        self.seq += 1
+        return message
+
+    def publish_meta(self, fields: dict) -> None:
+        self._read_subscriptions()
+        self._send(protocol.TOPIC_META, {"v": protocol.VERSION, **fields})
+
+    def _send(self, topic: bytes, message: dict) -> None:
+        # PUB sockets drop, never block, when a subscriber's queue is full; NOBLOCK makes sure.
+        try:
+            self._sock.send_multipart([topic, protocol.pack(message)], zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def close(self) -> None:
+        self._sock.close()
