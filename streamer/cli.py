@@ -231,3 +231,5 @@ def _describe(msg) -> str:
     neural = " ".join(f"{v:+.3f}" for v in d["neural"][:3])
     return (f"frame  seq {d['seq']}  id {d['frame_id']}  latency {msg.latency_ms:.2f} ms  dropped {d['dropped']}  "
             f"nose(tip) ({tip[0]:.1f}, {tip[1]:.1f}) p={tip[2]:.2f}  neural[{len(d['neural'])}] {neural} ...")
+if __name__ == "__main__":
+    main()
