@@ -1,0 +1,416 @@
+"""Keypoints -> predicted neural activity, one frame at a time.
+
+Facemap's KeypointsNetwork filters each keypoint trace with a symmetric 201-frame wavelet bank,
+so its prediction for frame t uses 100 frames that have not been filmed yet, and it z-scores and
+outlier-filters the keypoints with statistics of the whole session. A live encoder has neither
+the future nor the session. This module keeps Facemap's layers and parameter names but makes the
+temporal filter causal (with an optional, stated look-ahead of L frames), and replaces the
+session statistics with normalisation constants and outlier thresholds fixed in the model file.
+
+``KeypointsEncoder`` (torch) is the trainable form and runs on whole sequences.
+``StreamingEncoder`` (numpy) runs one frame per call with a fixed-size state and gives the same
+numbers as ``KeypointsEncoder.forward`` on the sequence cleaned by ``clean_and_normalise``.
+
+Model files are ``.npz`` archives (read with ``allow_pickle=False``) holding the state-dict arrays
+under their torch names plus ``meta``, a 0-d unicode array with a JSON object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .bodyparts import BODYPARTS, N_KEYPOINTS
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "encoder_default.npz"
+N_IN = 2 * N_KEYPOINTS
+FORMAT = "facestream-encoder"
+FORMAT_VERSION = 1
+KINDS = ("pcs", "neurons")
+
+
+class EncoderFileError(ValueError):
+    """A model file that is missing or does not hold a valid encoder."""
+
+
+def gabor_bank(n_filt: int, kernel_frames: int) -> np.ndarray:
+    """Facemap's wavelet initialisation: (n_filt, kernel_frames) float32.
+
+    Gaussian (sigma 1 rad) times cosine over a 2*pi window centred on the kernel, at n_filt/2
+    frequencies geometrically spaced from 1 to 10 cycles, in phase 0 then pi/2; each phase's
+    block of filters is scaled to unit total norm.
+    """
+    t = np.linspace(0, 2 * np.pi, kernel_frames + 1)[:-1].astype(np.float32)
+    t -= t.mean()
+    freqs = np.geomspace(1, 10, n_filt // 2).astype(np.float32)[:, None]
+    blocks = [np.exp(-(t**2) / 2) * np.cos(phase + freqs * t) for phase in (0.0, np.pi / 2)]
+    return np.vstack([b / np.sqrt((b**2).sum()) for b in blocks]).astype(np.float32)
+
+
+class KeypointsEncoder(nn.Module):
+    """Facemap's KeypointsNetwork with a causal temporal filter.
+
+    linear (n_in -> n_in) -> Conv1d(1 -> n_filt, kernel K, no bias, shared across features)
+    -> ReLU -> linear (n_filt*n_in -> n_med) -> ReLU -> linear (n_med -> n_latents) -> ReLU
+    -> readout linear (n_latents -> n_out).
+
+    The filter output for frame t covers frames t-K+1+L .. t+L (K taps, L = lookahead_frames);
+    frames before the start of the sequence are zeros and so are those after its end. K=201, L=100
+    is Facemap's symmetric filter; parameter names and shapes match Facemap's state dict.
+    """
+
+    def __init__(
+        self,
+        n_in: int = N_IN,
+        n_out: int = 128,
+        kernel_frames: int = 201,
+        lookahead_frames: int = 0,
+        n_filt: int = 10,
+        n_med: int = 50,
+        n_latents: int = 256,
+    ) -> None:
+        super().__init__()
+        if not 0 <= lookahead_frames < kernel_frames:
+            raise ValueError(f"lookahead_frames must be in [0, {kernel_frames}), got {lookahead_frames}")
+        if n_filt % 2:
+            raise ValueError(f"n_filt must be even (cosine and sine pairs), got {n_filt}")
+        self.n_in, self.n_out, self.n_filt = n_in, n_out, n_filt
+        self.n_med, self.n_latents = n_med, n_latents
+        self.kernel_frames, self.lookahead_frames = kernel_frames, lookahead_frames
+
+        # Built in Facemap's order so that a given torch seed gives Facemap's initial weights.
+        self.core = nn.Module()
+        self.core.features = nn.Sequential(
+            OrderedDict(
+                linear0=nn.Sequential(nn.Linear(n_in, n_in)),
+                wavelet0=nn.Conv1d(1, n_filt, kernel_frames, bias=False),
+                linear1=nn.Sequential(nn.Linear(n_filt * n_in, n_med)),
+                latent=nn.Sequential(nn.Linear(n_med, n_latents)),
+            )
+        )
+        self.core.features.wavelet0.weight.data = torch.from_numpy(gabor_bank(n_filt, kernel_frames)).unsqueeze(1)
+        self.readout = nn.Module()
+        self.readout.features = nn.Sequential(OrderedDict(linear0=nn.Linear(n_latents, n_out)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(T, n_in) or (B, T, n_in) normalised inputs -> (T, n_out) or (B, T, n_out)."""
+        batched = x.dim() == 3
+        if not batched:
+            x = x.unsqueeze(0)
+        n_batch, n_time, _ = x.shape
+        layers = self.core.features
+        h = layers.linear0(x).transpose(1, 2).reshape(n_batch * self.n_in, 1, n_time)
+        h = F.pad(h, (self.kernel_frames - 1 - self.lookahead_frames, self.lookahead_frames))
+        h = layers.wavelet0(h).reshape(n_batch, self.n_in * self.n_filt, n_time).transpose(1, 2)
+        h = F.relu(layers.linear1(F.relu(h)))
+        h = F.relu(layers.latent(h))
+        y = self.readout.features(h)
+        return y if batched else y[0]
+
+
+@dataclass(frozen=True, eq=False)
+class InputSpec:
+    """How raw keypoints become the encoder's 30 inputs (x, y per bodypart, in BODYPARTS order).
+
+    mean, std: (30,) z-scoring constants in pixels, fixed before the session.
+    likelihood_threshold: a keypoint below it is not accepted. Facemap's likelihood is
+        sigmoid(peak of the ReLU'd heatmap), so it lies in [0.5, 1): 0.5 means no response at
+        all, and a detection that matches the training target (a Gaussian of sigma 3 summing to
+        10, peak 0.177) gives about 0.544. A threshold meant for [0, 1], such as 0.3, never
+        rejects anything, and one at 0.55 or above rejects good detections; 0.52 (a heatmap peak
+        of 0.08, under half the trained peak) separates the two.
+    jump_threshold_px: a keypoint whose x or y moved more than this (Facemap uses 25 px) from
+        both its last accepted position and its previous confident observation is not accepted.
+        Needing both lets a keypoint that really moved be accepted on its second frame at the
+        new place, instead of being held for ever.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    likelihood_threshold: float
+    jump_threshold_px: float
+
+    def __post_init__(self) -> None:
+        for field in ("mean", "std"):
+            value = np.asarray(getattr(self, field), dtype=np.float64)
+            if value.shape != (N_IN,) or not np.isfinite(value).all():
+                raise ValueError(f"{field} must be {N_IN} finite numbers, got shape {value.shape}")
+            object.__setattr__(self, field, value)
+        if not (self.std > 0).all():
+            raise ValueError("std must be positive")
+
+
+class InputCleaner:
+    """Per-frame, causal cleaning and z-scoring of raw (15, 3) [x, y, likelihood] keypoints.
+
+    A keypoint that is NaN, below the likelihood threshold or a jump (see InputSpec) is replaced
+    by its last accepted position, or by the normalisation mean before any was accepted.
+    """
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.spec = spec
+        self.reset()
+
+    def reset(self) -> None:
+        self._held = self.spec.mean.reshape(N_KEYPOINTS, 2).copy()
+        self._accepted = np.zeros(N_KEYPOINTS, dtype=bool)
+        self._seen = np.full((N_KEYPOINTS, 2), np.nan)
+
+    def __call__(self, keypoints: np.ndarray) -> np.ndarray:
+        """(15, 3) raw keypoints -> (30,) float32 normalised inputs."""
+        keypoints = np.asarray(keypoints, dtype=np.float64)
+        if keypoints.shape != (N_KEYPOINTS, 3):
+            raise ValueError(f"keypoints must have shape ({N_KEYPOINTS}, 3), got {keypoints.shape}")
+        xy, likelihood = keypoints[:, :2], keypoints[:, 2]
+        limit = self.spec.jump_threshold_px
+        with np.errstate(invalid="ignore"):
+            confident = np.isfinite(xy).all(axis=1) & (likelihood >= self.spec.likelihood_threshold)
+            near_held = np.abs(xy - self._held).max(axis=1) <= limit
+            near_seen = np.abs(xy - self._seen).max(axis=1) <= limit
+        accept = confident & (~self._accepted | near_held | near_seen)
+        self._held[accept] = xy[accept]
+        self._accepted |= accept
+        self._seen[confident] = xy[confident]
+        return ((self._held.reshape(N_IN) - self.spec.mean) / self.spec.std).astype(np.float32)
+
+
+def clean_and_normalise(sequence: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """(T, 15, 3) raw keypoints -> (T, 30) float32 inputs, exactly as StreamingEncoder sees them."""
+    cleaner = InputCleaner(spec)
+    return np.stack([cleaner(frame) for frame in np.asarray(sequence)]).reshape(-1, N_IN)
+
+
+def _layer_shapes(meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    n_in, n_filt, n_med, n_latents = meta["n_in"], meta["n_filt"], meta["n_med"], meta["n_latents"]
+    return {
+        "core.features.linear0.0.weight": (n_in, n_in),
+        "core.features.linear0.0.bias": (n_in,),
+        "core.features.wavelet0.weight": (n_filt, 1, meta["kernel_frames"]),
+        "core.features.linear1.0.weight": (n_med, n_filt * n_in),
+        "core.features.linear1.0.bias": (n_med,),
+        "core.features.latent.0.weight": (n_latents, n_med),
+        "core.features.latent.0.bias": (n_latents,),
+        "readout.features.linear0.weight": (meta["n_out"], n_latents),
+        "readout.features.linear0.bias": (meta["n_out"],),
+    }
+
+
+class StreamingEncoder:
+    """One frame of keypoints in, one prediction out; numpy only, fixed-size state.
+
+    The state is the cleaner's held keypoints and a (K, n_in) window of the first layer's
+    outputs. With lookahead L, the output of a step refers to the frame L steps before the
+    newest input; the first L outputs after reset() precede the first frame.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Path, sha256: str) -> None:
+        self.meta, self.path, self.sha256 = meta, path, sha256
+        self.arrays = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()}
+        self.inputs = InputSpec(
+            np.array(meta["mean"]), np.array(meta["std"]), meta["likelihood_threshold"], meta["jump_threshold_px"]
+        )
+        self.kernel_frames: int = meta["kernel_frames"]
+        self.lookahead_frames: int = meta["lookahead_frames"]
+        self.n_out: int = meta["n_out"]
+        a = self.arrays
+        self._w0, self._b0 = a["core.features.linear0.0.weight"], a["core.features.linear0.0.bias"]
+        self._wavelets = a["core.features.wavelet0.weight"][:, 0, :]
+        self._w1, self._b1 = a["core.features.linear1.0.weight"], a["core.features.linear1.0.bias"]
+        self._w2, self._b2 = a["core.features.latent.0.weight"], a["core.features.latent.0.bias"]
+        self._wr, self._br = a["readout.features.linear0.weight"], a["readout.features.linear0.bias"]
+        self._cleaner = InputCleaner(self.inputs)
+        self._window = np.zeros((self.kernel_frames, meta["n_in"]), dtype=np.float32)
+
+    def reset(self) -> None:
+        self._cleaner.reset()
+        self._window[:] = 0
+
+    def step(self, keypoints: np.ndarray) -> np.ndarray:
+        """(15, 3) [x, y, likelihood] -> (n_out,) float32 prediction for frame t - lookahead."""
+        x = self._cleaner(keypoints)
+        self._window[:-1] = self._window[1:]
+        self._window[-1] = self._w0 @ x + self._b0
+        filtered = self._wavelets @ self._window  # (n_filt, n_in)
+        h = np.maximum(filtered.T.reshape(-1), 0)
+        h = np.maximum(self._w1 @ h + self._b1, 0)
+        h = np.maximum(self._w2 @ h + self._b2, 0)
+        return self._wr @ h + self._br
+
+    def to_module(self) -> KeypointsEncoder:
+        """The torch form of this encoder, with the same float32 weights."""
+        m = self.meta
+        module = KeypointsEncoder(
+            m["n_in"], m["n_out"], m["kernel_frames"], m["lookahead_frames"], m["n_filt"], m["n_med"], m["n_latents"]
+        )
+        module.load_state_dict({name: torch.from_numpy(a.copy()) for name, a in self.arrays.items()})
+        return module
+
+    def describe(self) -> dict[str, Any]:
+        m = self.meta
+        return {
+            "name": m["name"],
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "kind": m["kind"],
+            "n_out": m["n_out"],
+            "kernel_frames": m["kernel_frames"],
+            "lookahead_frames": m["lookahead_frames"],
+            "output_frame": f"each step's output refers to frame t - {m['lookahead_frames']} (t = newest input)",
+            "trained": m["trained"],
+            "frame_rate_hz": m["frame_rate_hz"],
+            "inputs": {
+                "bodyparts": list(m["bodyparts"]),
+                "features": "x, y of each bodypart (pixels), z-scored with the file's fixed mean and std",
+                "likelihood_threshold": m["likelihood_threshold"],
+                "jump_threshold_px": m["jump_threshold_px"],
+                "rejected_keypoints": "NaN, low-likelihood or jumping keypoints hold their last accepted position",
+            },
+        }
+
+
+def save_encoder(
+    module: KeypointsEncoder,
+    path: str | Path,
+    *,
+    name: str,
+    kind: str,
+    inputs: InputSpec,
+    trained: bool,
+    frame_rate_hz: float | None = None,
+) -> None:
+    """Write module's weights and metadata to an .npz model file (no pickle)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if module.n_in != N_IN:
+        raise ValueError(f"module must take {N_IN} inputs, has {module.n_in}")
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "kind": kind,
+        "n_in": module.n_in,
+        "n_out": module.n_out,
+        "n_filt": module.n_filt,
+        "n_med": module.n_med,
+        "n_latents": module.n_latents,
+        "kernel_frames": module.kernel_frames,
+        "lookahead_frames": module.lookahead_frames,
+        "mean": inputs.mean.tolist(),
+        "std": inputs.std.tolist(),
+        "likelihood_threshold": float(inputs.likelihood_threshold),
+        "jump_threshold_px": float(inputs.jump_threshold_px),
+        "trained": bool(trained),
+        "bodyparts": list(BODYPARTS),
+        "frame_rate_hz": None if frame_rate_hz is None else float(frame_rate_hz),
+    }
+    arrays = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in module.state_dict().items()}
+    with open(path, "wb") as f:
+        np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
+
+
+_META_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "kind": str,
+    "n_in": int,
+    "n_out": int,
+    "n_filt": int,
+    "n_med": int,
+    "n_latents": int,
+    "kernel_frames": int,
+    "lookahead_frames": int,
+    "mean": list,
+    "std": list,
+    "likelihood_threshold": (int, float),
+    "jump_threshold_px": (int, float),
+    "trained": bool,
+    "bodyparts": list,
+    "frame_rate_hz": (int, float, type(None)),
+}
+
+
+def _check_meta(meta: Any) -> str | None:
+    """What is wrong with a parsed meta object, or None."""
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        return f"meta is not a {FORMAT} header"
+    if meta.get("format_version") != FORMAT_VERSION:
+        return f"unsupported format_version {meta.get('format_version')!r} (expected {FORMAT_VERSION})"
+    for key, kind in _META_TYPES.items():
+        if key not in meta:
+            return f"meta lacks {key!r}"
+        if not isinstance(meta[key], kind) or (kind is int and isinstance(meta[key], bool)):
+            return f"meta {key!r} has the wrong type ({type(meta[key]).__name__})"
+    if meta["kind"] not in KINDS:
+        return f"meta kind {meta['kind']!r} is not one of {KINDS}"
+    if meta["n_in"] != N_IN or meta["bodyparts"] != list(BODYPARTS):
+        return f"inputs are not x, y of Facemap's {N_KEYPOINTS} bodyparts in tracker order"
+    if min(meta["n_out"], meta["n_filt"], meta["n_med"], meta["n_latents"]) < 1:
+        return "meta layer sizes must be positive"
+    if not 0 <= meta["lookahead_frames"] < meta["kernel_frames"]:
+        return f"lookahead_frames {meta['lookahead_frames']} not in [0, kernel_frames={meta['kernel_frames']})"
+    try:
+        InputSpec(np.array(meta["mean"], dtype=float), np.array(meta["std"], dtype=float), 0.0, 0.0)
+    except (ValueError, TypeError) as exc:
+        return f"bad normalisation: {exc}"
+    if not all(math.isfinite(meta[k]) for k in ("likelihood_threshold", "jump_threshold_px")):
+        return "thresholds must be finite"
+    return None
+
+
+def load_encoder(path: str | Path | None = None) -> StreamingEncoder:
+    """Load an encoder file (None: the bundled default). Raises EncoderFileError."""
+    path = Path(DEFAULT_MODEL if path is None else path)
+
+    def fail(problem: str) -> EncoderFileError:
+        return EncoderFileError(f"encoder file {path}: {problem}".replace("\n", " "))
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot be read ({exc.strerror or exc})") from None
+    if not raw.startswith(b"PK\x03\x04"):
+        raise fail("is not an .npz archive")
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        if "allow_pickle" in str(exc):
+            raise fail("holds an object array (pickled data), which is refused") from None
+        raise fail(f"is not a readable .npz archive ({exc})") from None
+
+    meta_array = arrays.pop("meta", None)
+    if meta_array is None or meta_array.shape != () or meta_array.dtype.kind != "U":
+        raise fail("has no 'meta' JSON string (0-d unicode array)")
+    try:
+        meta = json.loads(str(meta_array))
+    except json.JSONDecodeError as exc:
+        raise fail(f"'meta' is not valid JSON ({exc})") from None
+    problem = _check_meta(meta)
+    if problem:
+        raise fail(problem)
+
+    expected = _layer_shapes(meta)
+    missing = sorted(set(expected) - set(arrays))
+    extra = sorted(set(arrays) - set(expected))
+    if missing:
+        raise fail(f"missing arrays {missing}")
+    if extra:
+        raise fail(f"unexpected arrays {extra}")
+    for name, shape in expected.items():
+        a = arrays[name]
+        if a.shape != shape:
+            raise fail(f"array {name!r} has shape {a.shape}, expected {shape}")
+        if a.dtype.kind != "f" or not np.isfinite(a).all():
+            raise fail(f"array {name!r} is not finite floating point ({a.dtype})")
+    return StreamingEncoder(arrays, meta, path, hashlib.sha256(raw).hexdigest())
