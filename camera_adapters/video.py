@@ -1,0 +1,145 @@
+"""A recorded video played back as a camera, so a session can be replayed through the live path
+and compared with Facemap's offline results on the same file.
+
+Frames are converted to grayscale exactly as Facemap does (``cv2.cvtColor(frame,
+cv2.COLOR_BGR2GRAY)``). With ``realtime=True`` frame ``k`` is delivered at ``open +`` its time in
+the file (an absolute schedule: a late reader gets the following frames at once until it has
+caught up; no frame is skipped). With ``realtime=False`` frames come as fast as they decode.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .base import Camera, CameraError, Frame
+
+
+class VideoFileCamera(Camera):
+    """Frames of a video file through ``cv2.VideoCapture``.
+
+    ``frame_id`` is the frame's index in the file; with ``loop=True`` it keeps counting across
+    repeats, and so does ``t_camera_ns`` (the frame's time in the file, in ns).
+    """
+
+    name = "video"
+
+    def __init__(self, path: str | Path, realtime: bool = True, loop: bool = False) -> None:
+        self.path = Path(path)
+        self.realtime = realtime
+        self.loop = loop
+        self._cap: cv2.VideoCapture | None = None
+        self._pending: np.ndarray | None = None
+        self._shape: tuple[int, int] | None = None
+        self._fps = 0.0
+        self._t_open_ns = 0
+        self._index = 0  # index in the file of the next frame
+        self._frame_id = 0
+        self._loop_offset_ns = 0
+        self._last_t_ns = 0
+        self._t_first_ns = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        if self._shape is None:
+            raise CameraError(f"video:{self.path}: not open")
+        return self._shape
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    def _fail(self, why: str) -> CameraError:
+        return CameraError(f"video:{self.path}: {why}")
+
+    def _capture(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            cap.release()
+            raise self._fail("OpenCV cannot open or decode this file")
+        return cap
+
+    def open(self) -> None:
+        self.close()
+        if not self.path.is_file():
+            raise self._fail("no such file")
+        cap = self._capture()
+        ok, first = cap.read()
+        if not ok or first is None:
+            cap.release()
+            raise self._fail("no frame could be decoded (empty or unsupported file)")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self._fps = float(fps) if fps and math.isfinite(fps) and fps > 0 else 0.0
+        self._cap, self._pending = cap, first
+        first_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+        self._t_first_ns = round(first_ms * 1e6) if math.isfinite(first_ms) and first_ms > 0 else 0
+        self._shape = self._gray(first).shape
+        self._index = self._frame_id = 0
+        self._loop_offset_ns = self._last_t_ns = 0
+        self._t_open_ns = time.monotonic_ns()
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+        self._cap = None
+        self._pending = None
+
+    @staticmethod
+    def _gray(frame: np.ndarray) -> np.ndarray:
+        if frame.ndim == 2:
+            return frame
+        if frame.shape[2] == 4:
+            return cv2.cvtColor(frame, cv2.COLOR_BGRA2GRAY)
+        if frame.shape[2] == 3:
+            return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        return np.ascontiguousarray(frame[:, :, 0])
+
+    def _file_time_ns(self, index: int) -> int:
+        """Time of the frame just read, from the container when it gives one, else index / fps;
+        -1 when neither is known."""
+        ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        if math.isfinite(ms) and (ms > 0 or index == 0):
+            return max(round(ms * 1e6) - self._t_first_ns, 0)
+        return round(index * 1e9 / self._fps) if self._fps else -1
+
+    def _next_raw(self) -> np.ndarray | None:
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+            return frame
+        ok, frame = self._cap.read()
+        if ok and frame is not None:
+            return frame
+        if not self.loop or self._index == 0:
+            return None
+        period_ns = round(1e9 / self._fps) if self._fps else 0
+        self._loop_offset_ns += self._last_t_ns + period_ns
+        self._cap.release()
+        self._cap = self._capture()
+        self._index = 0
+        ok, frame = self._cap.read()
+        return frame if ok else None
+
+    def read(self) -> Frame | None:
+        if self._cap is None:
+            raise self._fail("read() before open()")
+        raw = self._next_raw()
+        if raw is None:
+            return None
+        t_file = self._file_time_ns(self._index)
+        if t_file >= 0:
+            self._last_t_ns = t_file
+        t_camera_ns = self._loop_offset_ns + t_file if t_file >= 0 else -1
+        pixels = self._gray(raw)
+        if pixels.shape != self._shape:
+            raise self._fail(f"frame {self._index} is {pixels.shape}, not {self._shape}")
+        if self.realtime and t_camera_ns >= 0:
+            wait_ns = self._t_open_ns + t_camera_ns - time.monotonic_ns()
+            if wait_ns > 0:
+                time.sleep(wait_ns / 1e9)
+        frame = Frame(pixels, self._frame_id, time.monotonic_ns(), t_camera_ns)
+        self._index += 1
+        self._frame_id += 1
+        return frame
