@@ -58,6 +58,12 @@ def make_camera(
     realtime: bool = True,
 ) -> Camera:
     """The camera a spec names, not yet opened. Raises CameraError for a spec it cannot parse."""
+    kind, arg = parse_spec(spec)
+    return kind.build(arg, CameraOptions(width, height, fps, seed, frames, realtime))
+
+
+def parse_spec(spec: str) -> tuple[_Kind, str]:
+    """The kind and argument of a spec; CameraError with a one-line reason if it is malformed."""
     name, colon, arg = spec.partition(":")
     kind = _KINDS.get(name.strip().lower())
     accepted = ", ".join(SPEC_FORMS)
@@ -67,4 +73,4 @@ def make_camera(
         raise CameraError(f"camera {spec!r} takes no argument: write {kind.form}")
     if kind.arg == "required" and not arg:
         raise CameraError(f"camera {spec!r} needs an argument: write {kind.form}")
-    return kind.build(arg, CameraOptions(width, height, fps, seed, frames, realtime))
+    return kind, arg

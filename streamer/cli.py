@@ -220,6 +220,37 @@ def listen(endpoint, count, as_json, topic, timeout) -> None:
     _guarded(body)
 
 
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--frames", type=click.IntRange(min=1), default=500, show_default=True, help="Frames to process.")
+@click.option("--fps", type=float, default=0.0, show_default=True, help="Synthetic camera frame rate (0 = as fast as it draws).")
+@click.option("--engine", help="Tracker engine: onnx | torch.")
+@click.option("--model", help="Facemap model state file (*.pt) or folder.")
+@click.option("--threads", type=int, help="Inference threads (0 = engine default).")
+@click.option("--policy", help="latest | every.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the results to this JSON file.")
+def bench(config_path, frames, fps, json_path, **flags) -> None:
+    """Measure the real pipeline: frames/s, capture-to-subscriber latency, stages, drops."""
+
+    def body() -> None:
+        from facestream.streamer.bench import run_bench
+
+        cfg = load_config(config_path, _overrides(frames=frames, fps=fps, **flags))
+        cfg["camera"]["spec"] = "synthetic"
+        status = _StatusLine()
+        try:
+            result = run_bench(cfg, on_status=status, should_stop=_StopFlag())
+        finally:
+            status.end()
+        text = json.dumps(result, indent=2)
+        click.echo(text)
+        if json_path:
+            with open(json_path, "w") as f:
+                f.write(text + "\n")
+
+    _guarded(body)
+
+
 def _describe(msg) -> str:
     d = msg.data
     if msg.topic == "meta":

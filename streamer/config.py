@@ -12,6 +12,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable
 
+from facestream.camera_adapters.base import CameraError
+from facestream.camera_adapters.registry import SPEC_FORMS, parse_spec
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -25,7 +28,14 @@ class ConfigError(ValueError):
 
 
 _ENDPOINT = re.compile(r"^(tcp://[^:/\s]+:\d{1,5}|ipc://\S+)$")
-_CAMERA = re.compile(r"^(synthetic|[a-z]+:.+)$")
+
+
+def _camera_ok(spec: str) -> bool:
+    try:
+        parse_spec(spec)
+    except CameraError:
+        return False
+    return True
 
 
 def _bbox_ok(v: list) -> bool:
@@ -39,7 +49,7 @@ def _bbox_ok(v: list) -> bool:
 
 # Range and choice checks beyond the type; each returns True when the value is acceptable.
 _CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
-    ("camera", "spec"): (lambda v: bool(_CAMERA.match(v)), "synthetic or video:PATH"),
+    ("camera", "spec"): (_camera_ok, " or ".join(SPEC_FORMS)),
     ("camera", "width"): (lambda v: 16 <= v <= 8192, "16..8192"),
     ("camera", "height"): (lambda v: 16 <= v <= 8192, "16..8192"),
     ("camera", "fps"): (lambda v: 0 <= v <= 10000, "0..10000"),
@@ -92,7 +102,7 @@ def _coerce(section: str, key: str, value: Any, default: Any, source: str) -> An
         raise ConfigError(f"{source}: {name} must be {_type_name(default)}, got {value!r}")
     check = _CHECKS.get((section, key))
     if check and not check[0](value):
-        raise ConfigError(f"{source}: {name} = {value!r} is out of range (expected {check[1]})")
+        raise ConfigError(f"{source}: {name} = {value!r} is not valid (expected {check[1]})")
     return value
 
 

@@ -4,7 +4,8 @@ The tracker loop owns the ZeroMQ socket (sockets are not thread-safe), so it als
 ``meta`` and refreshes the status line between frames; it never waits longer than
 ``_IDLE_S`` for a frame, so a stalled camera is noticed and ``meta`` keeps flowing.
 
-Every frame the camera produced is either processed or counted as dropped, by cause:
+From the run's first processed frame on, every frame the camera produced is either processed or
+counted as dropped, by cause:
 ``camera`` (gaps in the camera's frame counter: the camera or its driver lost them),
 ``overrun`` (the ring buffer overwrote them before the tracker read them, policy ``every``)
 and ``skipped`` (passed over for a newer frame, policy ``latest``).
@@ -122,9 +123,10 @@ class Pipeline:
                 self.status = "waiting for subscribers"
                 if not publisher.wait_for_subscribers(cfg["stream"]["wait_subscribers"], should_stop):
                     return self._finish(publisher)
+            reader = ring.reader()  # before capture starts writing: its first frame is ours
             conn.send(ring.name)
             self.stats = RunStats()
-            self._loop(ring, publisher, conn, proc, should_stop)
+            self._loop(ring, reader, publisher, conn, proc, should_stop)
             return self._finish(publisher)
         finally:
             stop.set()
@@ -154,14 +156,13 @@ class Pipeline:
         if bbox and (bbox[1] > shape[0] or bbox[3] > shape[1]):
             raise ConfigError(f"[tracker] bbox = {bbox} lies outside the {shape[0]}x{shape[1]} frame")
 
-    def _loop(self, ring: RingBuffer, publisher: Publisher, conn, proc, should_stop) -> None:
+    def _loop(self, ring: RingBuffer, reader, publisher: Publisher, conn, proc, should_stop) -> None:
         cfg = self.cfg
         latest = cfg["stream"]["policy"] == "latest"
         max_frames, duration = cfg["run"]["frames"], cfg["run"]["duration"]
         meta_every, status_every = cfg["stream"]["meta_interval"], cfg["run"]["status_interval"]
-        reader = ring.reader()
         stats = self.stats
-        first: tuple[int, int, int] | None = None  # frame_id, ring index, dropped_before of the first frame
+        first: tuple[int, int] | None = None  # frame_id and ring index of the run's first frame
         last_index = -1
         camera_ended = False
         now = time.monotonic()
@@ -181,11 +182,12 @@ class Pipeline:
                 last_frame_at = now
                 self.status = "running"
                 frame = read.frame
-                if first is None:
-                    first = (frame.frame_id, read.index, frame.dropped_before)
-                stats.drops.overrun += read.missed
-                stats.drops.skipped += read.skipped
-                stats.drops.camera = first[2] + (frame.frame_id - first[0]) - (read.index - first[1])
+                if first is None:  # the run starts at its first processed frame
+                    first = (frame.frame_id, read.index)
+                else:
+                    stats.drops.overrun += read.missed
+                    stats.drops.skipped += read.skipped
+                stats.drops.camera = (frame.frame_id - first[0]) - (read.index - first[1])
                 last_index = read.index
                 self._process(frame, publisher)
                 if (max_frames and stats.frames >= max_frames) or (duration and now - stats.started_ns / 1e9 >= duration):

@@ -1,0 +1,187 @@
+"""The whole pipeline as users run it: `facestream run` in its own process, real sockets."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from facestream.engines.bodyparts import BODYPARTS
+from facestream.streamer.client import Subscriber
+
+CLI = [sys.executable, "-m", "facestream.streamer.cli"]
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _collect(sub: Subscriber, until_status=("ended", "stopped"), timeout=90.0) -> tuple[list[dict], list[dict]]:
+    frames, metas = [], []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = sub.recv(timeout=0.5)
+        if m is None:
+            continue
+        if m.topic == "frame":
+            frames.append(m.data)
+        else:
+            metas.append(m.data)
+            if m.data["status"] in until_status:
+                break
+    return frames, metas
+
+
+def _summary(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_subscriber_receives_every_frame_with_no_seq_gap(endpoint):
+    with Subscriber(endpoint) as sub:
+        proc = _start("run", "--publish", endpoint, "--policy", "every", "--fps", "25",
+                      "--frames", "40", "--wait-subscribers", "1", "--json", "--quiet")
+        frames, metas = _collect(sub)
+    summary = _summary(proc)
+    assert [f["seq"] for f in frames] == list(range(40))
+    assert [f["frame_id"] for f in frames] == sorted(f["frame_id"] for f in frames)
+    assert sub.lost == 0
+    f = frames[-1]
+    assert f["v"] == 1 and len(f["keypoints"]) == 15 and all(len(k) == 3 for k in f["keypoints"])
+    assert all(0.5 <= k[2] < 1.0 for k in f["keypoints"])  # Facemap's likelihood range
+    assert f["t_capture_ns"] <= f["t_publish_ns"] and f["dropped"] == summary["dropped"]["total"]
+    meta = metas[-1]
+    assert meta["bodyparts"] == list(BODYPARTS)
+    assert meta["neural"]["length"] == len(f["neural"]) and meta["policy"] == "every"
+    assert meta["frame"] == {"height": 480, "width": 640}
+    assert meta["tracker"]["engine"] == "onnx" and "sha256" in meta["tracker"]
+    assert summary["frames"] == 40
+    # every frame the camera produced is processed, dropped (by cause) or still unprocessed
+    produced = frames[-1]["frame_id"] - frames[0]["frame_id"] + 1
+    assert summary["frames"] + summary["dropped"]["total"] == produced
+
+
+def test_latest_policy_counts_what_it_skips(endpoint):
+    with Subscriber(endpoint) as sub:
+        proc = _start("run", "--publish", endpoint, "--policy", "latest", "--fps", "300",
+                      "--frames", "15", "--wait-subscribers", "1", "--json", "--quiet")
+        frames, metas = _collect(sub)
+    summary = _summary(proc)
+    assert len(frames) == 15
+    d = summary["dropped"]
+    assert d["skipped"] > 0  # 300 frames/s is faster than the tracker on any CPU
+    assert d["total"] == d["camera"] + d["overrun"] + d["skipped"]
+    assert summary["frames"] + d["total"] == frames[-1]["frame_id"] - frames[0]["frame_id"] + 1
+    assert metas[-1]["stats"]["dropped"] == d
+
+
+def test_video_file_is_tracked_frame_by_frame_and_ends(endpoint, tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (320, 240), isColor=False)
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        writer.write(rng.integers(0, 255, (240, 320), dtype=np.uint8))
+    writer.release()
+    with Subscriber(endpoint) as sub:
+        proc = _start("run", "--publish", endpoint, "--camera", f"video:{path}", "--policy", "every",
+                      "--wait-subscribers", "1", "--json", "--quiet")
+        frames, metas = _collect(sub)
+    summary = _summary(proc)
+    assert [f["frame_id"] for f in frames] == list(range(12))
+    assert metas[-1]["status"] == "ended" and metas[-1]["frame"] == {"height": 240, "width": 320}
+    assert summary["dropped"]["total"] == 0
+    kp = np.array([f["keypoints"] for f in frames])
+    # in this frame's pixels (offsets may reach a little past the edge, as in Facemap)
+    assert np.all(np.abs(kp[..., 0] - 160) < 160 + 32) and np.all(np.abs(kp[..., 1] - 120) < 160 + 32)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_cleanly_with_a_final_meta(endpoint, sig):
+    with Subscriber(endpoint) as sub:
+        proc = _start("run", "--publish", endpoint, "--fps", "30", "--json", "--quiet")
+        first = None
+        deadline = time.monotonic() + 60
+        while first is None and time.monotonic() < deadline:
+            m = sub.recv(timeout=0.5)
+            if m is not None and m.topic == "frame":
+                first = m
+        assert first is not None, proc.stderr.read() if proc.poll() is not None else "no frame"
+        os.kill(proc.pid, sig)
+        frames, metas = _collect(sub, timeout=20)
+    summary = _summary(proc)
+    assert metas and metas[-1]["status"] == "stopped"
+    assert summary["frames"] >= 1
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith("fsring_")]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--camera", "video:/nonexistent/clip.avi"], ["/nonexistent/clip.avi"]),
+        (["--model", "/nonexistent/model.pt"], ["/nonexistent/model.pt"]),
+        (["--bbox", "0,600,0,100"], ["bbox", "outside"]),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(endpoint, args, words):
+    r = subprocess.run([*CLI, "run", "--publish", endpoint, "--frames", "5", "--quiet", *args],
+                       capture_output=True, text=True, timeout=90)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("facestream: error:"), r.stderr
+    assert "Traceback" not in r.stderr
+    for w in words:
+        assert w in lines[-1]
+
+
+def test_port_in_use_is_refused(endpoint):
+    blocker = _start("run", "--publish", endpoint, "--fps", "10", "--quiet")
+    try:
+        with Subscriber(endpoint) as sub:
+            assert sub.recv(timeout=60) is not None  # the first pipeline is up
+        r = subprocess.run([*CLI, "run", "--publish", endpoint, "--frames", "5", "--quiet"],
+                           capture_output=True, text=True, timeout=90)
+        assert r.returncode == 1
+        assert "Address already in use" in r.stderr and endpoint in r.stderr and "Traceback" not in r.stderr
+    finally:
+        blocker.send_signal(signal.SIGINT)
+        blocker.communicate(timeout=30)
+
+
+def test_listen_prints_what_arrives(endpoint):
+    proc = _start("run", "--publish", endpoint, "--fps", "30", "--quiet")
+    try:
+        r = subprocess.run([*CLI, "listen", endpoint, "--count", "5", "--json", "--timeout", "60"],
+                           capture_output=True, text=True, timeout=90)
+        assert r.returncode == 0, r.stderr
+        messages = [json.loads(line) for line in r.stdout.splitlines()]
+        frames = [m for m in messages if m["topic"] == "frame"]
+        assert len(frames) == 5 and all(len(m["keypoints"]) == 15 for m in frames)
+        human = subprocess.run([*CLI, "listen", endpoint, "--count", "2", "--topic", "frame"],
+                               capture_output=True, text=True, timeout=60)
+        assert human.returncode == 0 and human.stdout.count("frame  seq") == 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+
+
+def test_listen_times_out_with_an_error(endpoint):
+    r = subprocess.run([*CLI, "listen", endpoint, "--timeout", "0.5"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "no message" in r.stderr
+
+
+def test_bench_reports_the_measured_pipeline(tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([*CLI, "bench", "--frames", "20", "--fps", "30", "--policy", "every", "--json", str(out)],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert result["frames"] == 20 and result["subscriber"]["received"] == 20
+    assert result["subscriber"]["lost"] == 0
+    lat = result["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    assert result["fps"] > 0 and "network_ms" in result["stages"] and result["facemap_fps"] is None
