@@ -1,0 +1,179 @@
+"""Facemap tracker model files: find them, load them safely, check them, name them.
+
+A Facemap model is two files: a state file (``*.pt``, a plain state dict of FMnet) and
+``facemap_model_params.pth`` (a dict whose ``["params"]["channels"]`` gives the encoder widths).
+Facemap keeps them in ``~/.facemap/models/``; fine-tuned models are other ``*.pt`` files there that
+share the base params file. Facemap loads them as full pickles, which can run code; here both are
+loaded with ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers.
+
+The bundled default (``models/`` beside this module) is in the same two-file format. Its params
+file carries ``["facestream"] = {"name": ..., "trained": ...}``; Facemap ignores that key.
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .bodyparts import N_KEYPOINTS
+from .fmnet import FMnet
+
+STATE_NAME = "facemap_model_state.pt"
+PARAMS_NAME = "facemap_model_params.pth"
+BUNDLED_DIR = Path(__file__).resolve().parent / "models"
+N_STAGES = 5  # encoder stages that make Facemap's 64x64 output maps from a 256x256 input
+
+_BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue")
+
+
+class ModelFileError(Exception):
+    """A model file is missing, unreadable, unsafe or not a Facemap tracker; one line for the user."""
+
+
+@dataclass(frozen=True)
+class TrackerModel:
+    """A loaded, checked Facemap tracker model."""
+
+    name: str
+    state_path: Path
+    params_path: Path
+    sha256: str  # full hex digest of the state file
+    channels: tuple[int, ...]
+    trained: bool
+    state_dict: dict[str, torch.Tensor] = field(repr=False, compare=False)
+
+    def identity(self) -> dict:
+        """Plain-type identity for metadata: name, sha256 (12 hex), channels, trained, path."""
+        return {
+            "name": self.name,
+            "sha256": self.sha256[:12],
+            "channels": list(self.channels),
+            "trained": self.trained,
+            "path": str(self.state_path),
+        }
+
+    def build(self) -> FMnet:
+        """The network with these weights, in eval mode, on the CPU."""
+        net = FMnet(self.channels, img_ch=1, output_ch=N_KEYPOINTS)
+        net.load_state_dict(self.state_dict, strict=True)
+        return net.eval()
+
+
+def facemap_models_dir() -> Path:
+    """Where Facemap keeps its downloaded and fine-tuned models."""
+    return Path.home() / ".facemap" / "models"
+
+
+def load_model(path: str | Path | None = None) -> TrackerModel:
+    """Load a tracker model.
+
+    ``path`` is a state file (the params file is taken from beside it, else from
+    ``~/.facemap/models/``), a folder holding both files, or None for the bundled default.
+    """
+    state_path, params_path = _resolve(path)
+    params = _torch_load(params_path)
+    channels = _channels(params, params_path)
+    state = _torch_load(state_path)
+    _check_state(state, channels, state_path)
+    marker = params.get("facestream") if isinstance(params.get("facestream"), dict) else {}
+    return TrackerModel(
+        name=str(marker.get("name", state_path.stem)),
+        state_path=state_path,
+        params_path=params_path,
+        sha256=hashlib.sha256(state_path.read_bytes()).hexdigest(),
+        channels=channels,
+        trained=bool(marker.get("trained", True)),
+        state_dict=state,
+    )
+
+
+def _resolve(path: str | Path | None) -> tuple[Path, Path]:
+    """(state file, params file) for a user's model argument."""
+    if path is None:
+        folder = BUNDLED_DIR
+        state_path = folder / STATE_NAME
+    else:
+        given = Path(path).expanduser()
+        if not given.exists():
+            raise ModelFileError(f"{given}: no such model file or folder")
+        if given.is_dir():
+            folder = given
+            state_path = given / STATE_NAME
+            if not state_path.is_file():
+                candidates = sorted(given.glob("*.pt"))
+                if len(candidates) != 1:
+                    found = ", ".join(c.name for c in candidates) or "none"
+                    raise ModelFileError(
+                        f"{given}: expected {STATE_NAME} or exactly one *.pt state file (found: {found})"
+                    )
+                state_path = candidates[0]
+        else:
+            folder = given.parent
+            state_path = given
+    facemap_dir = facemap_models_dir()
+    for params_path in (folder / PARAMS_NAME, facemap_dir / PARAMS_NAME):
+        if params_path.is_file():
+            return state_path.resolve(), params_path.resolve()
+    raise ModelFileError(f"{state_path}: no {PARAMS_NAME} beside it or in {facemap_dir}")
+
+
+def _torch_load(path: Path) -> dict:
+    """torch.load restricted to tensors and plain containers; a dict or ModelFileError."""
+    if not path.is_file():
+        raise ModelFileError(f"{path}: file not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for unreadable or unsafe files
+        raise ModelFileError(f"{path}: not a plain torch tensor file ({_reason(exc)})") from None
+    if not isinstance(obj, dict):
+        raise ModelFileError(f"{path}: holds a {type(obj).__name__}, not a dict")
+    return obj
+
+
+def _reason(exc: Exception) -> str:
+    """The informative line of a torch.load error, without torch's multi-paragraph advice."""
+    for line in str(exc).splitlines():
+        line = line.split("WeightsUnpickler error:")[-1].strip()
+        if line and not line.startswith(_BOILERPLATE):
+            return line[:160]
+    return type(exc).__name__
+
+
+def _channels(params: dict, path: Path) -> tuple[int, ...]:
+    inner = params.get("params")
+    channels = inner.get("channels") if isinstance(inner, dict) else None
+    if not isinstance(channels, (list, tuple)):
+        raise ModelFileError(f"{path}: not a Facemap params file (no ['params']['channels'] list)")
+    if len(channels) != N_STAGES or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels
+    ):
+        raise ModelFileError(
+            f"{path}: ['params']['channels'] must be {N_STAGES} positive integers, got {channels!r}"
+        )
+    return tuple(channels)
+
+
+def _check_state(state: dict, channels: tuple[int, ...], path: Path) -> None:
+    """Raise unless ``state`` has exactly FMnet(channels)'s keys, shapes and float weights."""
+    reference = FMnet(channels, output_ch=N_KEYPOINTS).state_dict()
+    expected = {k: tuple(v.shape) for k, v in reference.items()}
+    problems = [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    for key, shape in expected.items():
+        value = state.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, torch.Tensor):
+            problems.append(f"{key} is a {type(value).__name__}, not a tensor")
+        elif tuple(value.shape) != shape:
+            problems.append(f"{key} has shape {list(value.shape)}, expected {list(shape)}")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ModelFileError(
+            f"{path}: not a Facemap tracker state for channels {list(channels)}: {problems[0]}{more}"
+        )
