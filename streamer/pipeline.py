@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from facestream.engines.bodyparts import BODYPARTS
 from facestream.engines.encoder import load_encoder
 from facestream.engines.tracker import load_tracker
@@ -118,6 +120,7 @@ class Pipeline:
             proc.start()
             shape, self._camera = self._wait_opened(conn, proc)
             self._check_bbox(shape)
+            self.tracker.infer(np.zeros(shape, np.uint8))  # warm up: the first inference is slow
             ring = RingBuffer.create(shape, cfg["buffer"]["slots"])
             if cfg["stream"]["wait_subscribers"]:
                 self.status = "waiting for subscribers"
