@@ -24,10 +24,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from facestream.streamer.pipeline import PipelineError
     from facestream.streamer.protocol import ProtocolError
     from facestream.streamer.publisher import PublishError
+    from facestream.streamer.recorder import RecordingError
     from facestream.streamer.ringbuffer import RingBufferError
 
     return (ConfigError, CameraError, EncoderFileError, ModelFileError, TrackerError,
-            PipelineError, ProtocolError, PublishError, RingBufferError, OSError)
+            PipelineError, ProtocolError, PublishError, RecordingError, RingBufferError, OSError)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -104,6 +105,7 @@ def _overrides(**flags) -> dict:
         "publish": ("stream", "publish"), "policy": ("stream", "policy"),
         "wait_subscribers": ("stream", "wait_subscribers"),
         "frames": ("run", "frames"), "duration": ("run", "duration"),
+        "record": ("record", "path"),
     }
     out: dict[str, dict] = {}
     for flag, value in flags.items():
@@ -132,6 +134,7 @@ _pipeline_options = [
     click.option("--publish", help=f"ZeroMQ endpoint to bind (default {_DEFAULT_ENDPOINT})."),
     click.option("--policy", help="latest (newest frame, closed loop) | every (every frame while it keeps up)."),
     click.option("--wait-subscribers", type=int, help="Wait for N subscribers before the camera starts."),
+    click.option("--record", type=click.Path(dir_okay=False), help="Record every published frame to this new .h5 file."),
     click.option("--frames", type=int, help="Stop after N processed frames."),
     click.option("--duration", type=float, help="Stop after S seconds."),
 ]
@@ -247,6 +250,76 @@ def bench(config_path, frames, fps, json_path, **flags) -> None:
         if json_path:
             with open(json_path, "w") as f:
                 f.write(text + "\n")
+
+    _guarded(body)
+
+
+@main.command("fetch-models")
+@click.option("--dest", type=click.Path(file_okay=False), help="Folder for the two files (default ~/.facemap/models, where Facemap looks).")
+@click.option("--url-state", help="Address of the state file (default: Facemap's base model).")
+@click.option("--url-params", help="Address of the params file (default: Facemap's base model).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Seconds to wait for the server before an attempt fails.")
+@click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True, help="Further attempts per file after a lost connection, timeout or server error.")
+def fetch_models_command(dest, url_state, url_params, timeout, retries) -> None:
+    """Download Facemap's base tracker model and check that it loads."""
+
+    def body() -> None:
+        from facestream.engines.fetch import PARAMS_URL, STATE_URL, fetch_models
+
+        model = fetch_models(dest, url_state or STATE_URL, url_params or PARAMS_URL, timeout=timeout, retries=retries)
+        click.echo(
+            f"facestream: Facemap model in {model.state_path.parent} (sha256 {model.sha256[:12]}, "
+            f"channels {list(model.channels)})",
+            err=True,
+        )
+
+    _guarded(body)
+
+
+@main.command()
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option("--model", help="Facemap model state file (*.pt) or folder; default: the bundled model.")
+@click.option("--bbox", help="Crop ROW1,ROW2,COL1,COL2 (Facemap's convention).")
+@click.option("--engine", default="onnx", show_default=True, help="Tracker engine: onnx | torch.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Keypoints file (default: <video stem>_FacemapPose.h5 beside the video).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Frames per network call.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="Inference threads (0 = engine default).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def track(video, model, bbox, engine, out, batch, threads, quiet) -> None:
+    """Track a recorded video offline into Facemap's keypoints file (h5)."""
+
+    def body() -> None:
+        from facestream.streamer.track import track_video
+
+        crop = _parse_bbox(bbox)
+        result = track_video(
+            video, out=out, model=model, bbox=None if crop is None else tuple(crop), engine=engine,
+            batch=batch, threads=threads, progress=not quiet,
+        )
+        click.echo(
+            f"facestream: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.1f} frames/s) -> {result.path}",
+            err=True,
+        )
+
+    _guarded(body)
+
+
+@main.command()
+@click.option("--frames", type=click.IntRange(min=1), required=True, help="Frames to render.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder to write into (created if missing).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="The animal, its look and its behaviour.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=50.0, show_default=True, help="Nominal frame rate: the timestamps and the speed of the behaviour.")
+@click.option("--width", type=click.IntRange(min=64), default=640, show_default=True, help="Frame width.")
+@click.option("--height", type=click.IntRange(min=48), default=480, show_default=True, help="Frame height.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def simulate(frames, out_dir, seed, fps, width, height, quiet) -> None:
+    """Write a synthetic session: video, true keypoints (Facemap's h5) and latent behaviour."""
+
+    def body() -> None:
+        from facestream.streamer.simulate import write_session
+
+        session = write_session(out_dir, frames, seed=seed, fps=fps, width=width, height=height, progress=not quiet)
+        click.echo(f"facestream: {session.frames} frames -> {session.video}, {session.pose}", err=True)
 
     _guarded(body)
 

@@ -63,6 +63,7 @@ _CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("stream", "meta_interval"): (lambda v: 0.01 <= v <= 60, "0.01..60 seconds"),
     ("stream", "send_hwm"): (lambda v: v >= 1, ">= 1"),
     ("stream", "wait_subscribers"): (lambda v: v >= 0, ">= 0"),
+    ("record", "flush_interval"): (lambda v: 0.05 <= v <= 10, "0.05..10 seconds"),
     ("run", "frames"): (lambda v: v >= 0, ">= 0"),
     ("run", "duration"): (lambda v: v >= 0, ">= 0"),
     ("run", "status_interval"): (lambda v: v >= 0, ">= 0"),

@@ -13,7 +13,9 @@ and ``skipped`` (passed over for a newer frame, policy ``latest``).
 from __future__ import annotations
 
 import multiprocessing as mp
+import platform
 import time
+from importlib import metadata
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,12 +27,24 @@ from facestream.engines.tracker import load_tracker
 from facestream.streamer.capture import capture_main
 from facestream.streamer.config import Config, ConfigError
 from facestream.streamer.publisher import Publisher
+from facestream.streamer.recorder import Recording, RecordingError, check_record_path
 from facestream.streamer.ringbuffer import RingBuffer
 from facestream.streamer.stats import LatencyHistogram, StageTimes
 
 _IDLE_S = 0.05
 _CAMERA_STALL_S = 1.0
 _OPEN_TIMEOUT_S = 30.0
+
+
+def versions() -> dict:
+    """Versions of Python and the packages that shape the results."""
+    found = {"python": platform.python_version()}
+    for package in ("facestream", "numpy", "onnxruntime", "torch", "pyzmq", "msgpack", "h5py", "opencv-python-headless"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return found
 
 
 class PipelineError(RuntimeError):
@@ -60,6 +74,7 @@ class RunStats:
     window: LatencyHistogram = field(default_factory=LatencyHistogram)
     stages: StageTimes = field(default_factory=StageTimes)
     unprocessed_at_stop: int = 0
+    recorded: int | None = None
 
     def fps(self) -> float:
         elapsed = (time.monotonic_ns() - self.started_ns) / 1e9
@@ -73,6 +88,7 @@ class RunStats:
             "latency_ms": self.latency.summary(),
             "dropped": self.drops.as_dict(),
             "unprocessed_at_stop": self.unprocessed_at_stop,
+            "recorded": self.recorded,
             "stages_ms": self.stages.means(),
         }
 
@@ -93,6 +109,7 @@ class Pipeline:
     def __init__(self, cfg: Config, on_status: Callable[[str], None] | None = None):
         self.cfg = cfg
         self.on_status = on_status
+        self.record_path = check_record_path(cfg["record"]["path"]) if cfg["record"]["path"] else None
         t = cfg["tracker"]
         self.tracker = load_tracker(
             engine=t["engine"], model=t["model"] or None, bbox=tuple(t["bbox"]) or None, threads=t["threads"]
@@ -100,13 +117,16 @@ class Pipeline:
         self.encoder = load_encoder(cfg["encoder"]["model"] or None)
         self.stats = RunStats()
         self.status = "starting"
+        self.recording: Recording | None = None
+        self.publisher: Publisher | None = None
         self._camera: dict = {}
 
     # -- the run ------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> dict:
         cfg = self.cfg
-        publisher = Publisher(cfg["stream"]["publish"], cfg["stream"]["send_hwm"])
         ctx = mp.get_context("spawn")
+        publisher = Publisher(cfg["stream"]["publish"], cfg["stream"]["send_hwm"])
+        self.publisher = publisher
         conn, child_conn = ctx.Pipe()
         stop = ctx.Event()
         c = cfg["camera"]
@@ -116,31 +136,59 @@ class Pipeline:
         )
         proc = ctx.Process(target=capture_main, args=(camera_args, child_conn, stop), name="facestream-capture", daemon=True)
         ring = None
+        failed = False
         try:
+            if self.record_path is not None:
+                self.recording = Recording(
+                    ctx, self.record_path, publisher.open_tee(), self.encoder.describe()["n_out"],
+                    self._run_info(), cfg["record"]["flush_interval"],
+                )
+                self.recording.start()
             proc.start()
             shape, self._camera = self._wait_opened(conn, proc)
             self._check_bbox(shape)
             self.tracker.infer(np.zeros(shape, np.uint8))  # warm up: the first inference is slow
             ring = RingBuffer.create(shape, cfg["buffer"]["slots"])
-            if cfg["stream"]["wait_subscribers"]:
-                self.status = "waiting for subscribers"
-                if not publisher.wait_for_subscribers(cfg["stream"]["wait_subscribers"], should_stop):
-                    return self._finish(publisher)
-            reader = ring.reader()  # before capture starts writing: its first frame is ours
-            conn.send(ring.name)
-            self.stats = RunStats()
-            self._loop(ring, reader, publisher, conn, proc, should_stop)
-            return self._finish(publisher)
+            self.status = "waiting for subscribers"
+            if publisher.wait_for_subscribers(cfg["stream"]["wait_subscribers"], should_stop):
+                reader = ring.reader()  # before capture starts writing: its first frame is ours
+                conn.send(ring.name)
+                self.stats = RunStats()
+                self._loop(ring, reader, publisher, conn, proc, should_stop)
+        except BaseException:
+            failed = True
+            raise
         finally:
+            self.status = "failed" if failed else ("ended" if self.status == "ended" else "stopped")
+            publisher.publish_meta(self.meta())  # the last word, for subscribers and the recording
             stop.set()
-            proc.join(2.0)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(1.0)
-            publisher.close()
+            if proc.pid is not None:
+                proc.join(2.0)
+                if proc.is_alive():
+                    proc.terminate()
+                    proc.join(1.0)
             if ring is not None:
                 ring.close()
                 ring.unlink()
+            try:
+                if self.recording is not None:
+                    self.stats.recorded = self.recording.finish()
+            except RecordingError:
+                if not failed:
+                    raise
+            finally:
+                publisher.close()
+        return self.stats.summary()
+
+    def _run_info(self) -> dict:
+        """What a recording keeps about the run: settings, models, versions."""
+        return {
+            "config": self.cfg,
+            "tracker": self.tracker.describe(),
+            "encoder": self.encoder.describe(),
+            "versions": versions(),
+            "clock": {"monotonic_ns": time.monotonic_ns(), "time_ns": time.time_ns()},
+        }
 
     def _wait_opened(self, conn, proc) -> tuple[tuple[int, int], dict]:
         deadline = time.monotonic() + _OPEN_TIMEOUT_S
@@ -196,6 +244,8 @@ class Pipeline:
                 if (max_frames and stats.frames >= max_frames) or (duration and now - stats.started_ns / 1e9 >= duration):
                     break
             if now >= next_meta:
+                if self.recording is not None:
+                    self.recording.check()
                 publisher.publish_meta(self.meta())
                 next_meta = now + meta_every
             if status_every and now >= next_status and self.on_status:
@@ -245,12 +295,6 @@ class Pipeline:
             raise PipelineError(f"capture process died (exit code {proc.exitcode})")
         return camera_ended
 
-    def _finish(self, publisher: Publisher) -> dict:
-        if self.status != "ended":
-            self.status = "stopped"
-        publisher.publish_meta(self.meta())
-        return self.stats.summary()
-
     # -- meta ---------------------------------------------------------------------------
     def meta(self) -> dict:
         enc = self.encoder.describe()
@@ -264,6 +308,8 @@ class Pipeline:
             "encoder": enc,
             "neural": {"kind": enc["kind"], "length": enc["n_out"], "lookahead_frames": enc["lookahead_frames"]},
             "policy": self.cfg["stream"]["policy"],
+            "recording": None if self.recording is None else {
+                "path": str(self.recording.path), "dropped": self.publisher.tee_dropped},
             "stats": self.stats.summary(),
             "clock": {"monotonic_ns": time.monotonic_ns(), "time_ns": time.time_ns()},
         }

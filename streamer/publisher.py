@@ -31,6 +31,17 @@ class Publisher:
             raise PublishError(f"cannot publish on {endpoint}: {e.strerror}") from None
         self.seq = 0
         self.frame_subscriptions = 0
+        self._tee: zmq.Socket | None = None
+        self.tee_dropped = 0
+
+    def open_tee(self, hwm: int = 100_000) -> str:
+        """A PUSH socket on a free loopback port that gets a copy of every message (for the
+        recorder); its deep queue absorbs disk stalls, and what overflows it is counted."""
+        self._tee = self._ctx.socket(zmq.PUSH)
+        self._tee.setsockopt(zmq.SNDHWM, hwm)
+        self._tee.setsockopt(zmq.LINGER, 5000)
+        port = self._tee.bind_to_random_port("tcp://127.0.0.1")
+        return f"tcp://127.0.0.1:{port}"
 
     def _read_subscriptions(self) -> None:
         while True:
@@ -65,11 +76,19 @@ class Publisher:
         self._send(protocol.TOPIC_META, {"v": protocol.VERSION, **fields})
 
     def _send(self, topic: bytes, message: dict) -> None:
+        parts = [topic, protocol.pack(message)]
         # PUB sockets drop, never block, when a subscriber's queue is full; NOBLOCK makes sure.
         try:
-            self._sock.send_multipart([topic, protocol.pack(message)], zmq.NOBLOCK)
+            self._sock.send_multipart(parts, zmq.NOBLOCK)
         except zmq.Again:
             pass
+        if self._tee is not None:
+            try:
+                self._tee.send_multipart(parts, zmq.NOBLOCK)
+            except zmq.Again:
+                self.tee_dropped += 1
 
     def close(self) -> None:
         self._sock.close()
+        if self._tee is not None:
+            self._tee.close()

@@ -1,0 +1,132 @@
+"""Offline tracking of a recorded video into Facemap's keypoints file.
+
+Sessions recorded without live tracking (or re-analysed with a fine-tuned model) need the same
+result Facemap's offline pipeline gives, in the file Facemap's GUI and its neural-prediction
+code read. Frames are decoded with OpenCV and converted with ``cv2.COLOR_BGR2GRAY`` as Facemap's
+``utils.get_batch_frames`` does (through ``VideoFileCamera``), tracked by the same ``Tracker``
+the live pipeline uses, and written as ``/Facemap/<bodypart>/{x, y, likelihood}`` with
+facestream's own columns and metadata in ``/facestream`` (``pose_h5.PoseFile``). The file is
+written under a temporary name and moved into place, so a failed run leaves no partial file.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from facestream.camera_adapters.video import VideoFileCamera
+from facestream.engines.tracker import Tracker, TrackerError, load_tracker
+from facestream.streamer.pose_h5 import PoseFile
+
+_COLUMNS = {"frame_id": ((), "int64"), "t_video_s": ((), "float64")}
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    path: Path
+    frames: int
+    seconds: float  # decoding, tracking and writing, without loading the model
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def default_output(video: str | Path) -> Path:
+    """Facemap's name for a video's keypoints: ``<stem>_FacemapPose.h5`` beside the video."""
+    video = Path(video)
+    return video.with_name(f"{video.stem}_FacemapPose.h5")
+
+
+def track_video(
+    video: str | Path,
+    out: str | Path | None = None,
+    model: str | Path | None = None,
+    bbox: tuple[int, int, int, int] | None = None,
+    engine: str = "onnx",
+    batch: int = 1,
+    threads: int = 0,
+    progress: bool = True,
+) -> TrackResult:
+    """Track every frame of ``video`` and write the keypoints file (default ``default_output``).
+
+    model, bbox, engine, threads: as ``engines.tracker.load_tracker``. batch: frames per network
+    call (each frame is still normalized with its own percentiles, so results do not depend on
+    it). Raises CameraError, TrackerError, ModelFileError or OSError with a one-line message.
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise TrackerError(f"batch must be an integer >= 1, got {batch!r}")
+    video = Path(video).expanduser()
+    out = Path(out).expanduser() if out is not None else default_output(video)
+    if not out.parent.is_dir():
+        raise OSError(f"{out}: folder {out.parent} does not exist")
+    tracker = load_tracker(engine, model=model, bbox=bbox, threads=threads)
+    camera = VideoFileCamera(video, realtime=False)
+    camera.open()
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)  # PoseFile refuses to overwrite
+    try:
+        t0 = time.perf_counter()
+        pose = PoseFile(tmp, _COLUMNS)
+        try:
+            frames = _track_frames(camera, tracker, pose, batch, _frame_count(video), progress)
+            pose.set_attrs(**_metadata(video, tracker))
+        finally:
+            pose.close()
+        os.replace(tmp, out)
+        seconds = time.perf_counter() - t0
+    finally:
+        camera.close()
+        tmp.unlink(missing_ok=True)
+    return TrackResult(out, frames, seconds)
+
+
+def _track_frames(
+    camera: VideoFileCamera, tracker: Tracker, pose: PoseFile, batch: int, total: int | None, progress: bool
+) -> int:
+    pixels: list[np.ndarray] = []
+    ids: list[int] = []
+    times: list[float] = []
+    done = 0
+    with tqdm(total=total, unit="frame", desc="tracking", disable=not progress) as bar:
+        while True:
+            frame = camera.read()
+            if frame is not None:
+                pixels.append(frame.pixels)
+                ids.append(frame.frame_id)
+                times.append(frame.t_camera_ns / 1e9 if frame.t_camera_ns >= 0 else math.nan)
+            if pixels and (len(pixels) == batch or frame is None):
+                keypoints = tracker.infer(np.stack(pixels))
+                pose.append(keypoints, {"frame_id": np.array(ids, np.int64), "t_video_s": np.array(times)})
+                done += len(pixels)
+                bar.update(len(pixels))
+                pixels, ids, times = [], [], []
+            if frame is None:
+                return done
+
+
+def _frame_count(video: Path) -> int | None:
+    """The container's frame count for the progress bar (what Facemap uses), None if unknown."""
+    capture = cv2.VideoCapture(str(video))
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    return count if count > 0 else None
+
+
+def _metadata(video: Path, tracker: Tracker) -> dict:
+    described = tracker.describe()
+    return {
+        "model": {**tracker.model.identity(), "sha256": tracker.model.sha256},
+        "engine": described["engine"],
+        "runtime": described["runtime"],
+        "bbox": described["bbox"],
+        "facestream_version": version("facestream"),
+        "source_video": str(video.resolve()),
+    }
