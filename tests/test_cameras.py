@@ -10,7 +10,7 @@ import pytest
 
 from facestream.camera_adapters.base import Camera, CameraError
 from facestream.camera_adapters.registry import SPEC_FORMS, make_camera
-from facestream.camera_adapters.synthetic import SyntheticCamera
+from facestream.camera_adapters.synthetic import LATENT_NAMES, SyntheticCamera
 from facestream.camera_adapters.video import VideoFileCamera
 from facestream.engines.bodyparts import BODYPARTS, N_KEYPOINTS
 
@@ -117,6 +117,28 @@ def _read_all(cam: Camera) -> list:
         return list(iter(cam.read, None))
 
 
+_CAMERAS: dict[tuple, SyntheticCamera] = {}
+
+
+def _camera(seed: int, fps: float = 50.0, size: tuple[int, int] = (640, 480)) -> SyntheticCamera:
+    """One camera per (seed, fps, size) for the whole module: its textures take a moment to draw."""
+    key = (seed, fps, size)
+    if key not in _CAMERAS:
+        _CAMERAS[key] = SyntheticCamera(*size, fps=fps, seed=seed)
+    return _CAMERAS[key]
+
+
+def _latent_series(cam: SyntheticCamera, frames: range) -> dict[str, np.ndarray]:
+    rows = [cam.latents(k) for k in frames]
+    return {name: np.array([r[name] for r in rows]) for name in LATENT_NAMES}
+
+
+def _episodes(on: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) index pairs of the runs where ``on`` is true."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], on.astype(int), [0]])))
+    return list(zip(edges[::2], edges[1::2]))
+
+
 def test_synthetic_is_deterministic_for_a_seed_and_differs_between_seeds():
     a = _read_all(SyntheticCamera(fps=0, seed=7, frames=4))
     b = _read_all(SyntheticCamera(fps=0, seed=7, frames=4))
@@ -126,6 +148,45 @@ def test_synthetic_is_deterministic_for_a_seed_and_differs_between_seeds():
         assert not np.array_equal(fa.pixels, fc.pixels)
         assert not np.array_equal(fa.truth, fc.truth)
     assert not np.array_equal(a[0].pixels, a[1].pixels)
+    # any frame, in any order, without open(): the same pixels, truth and latents every time
+    far = 10**6 + 17
+    x, y = SyntheticCamera(seed=7), SyntheticCamera(seed=7)
+    px, tx = x.render(far)
+    x.render(3)
+    assert np.array_equal(px, x.render(far)[0]) and np.array_equal(tx, y.render(far)[1])
+    assert x.latents(far) == y.latents(far) != SyntheticCamera(seed=8).latents(far)
+    assert list(x.latents(far)) == list(LATENT_NAMES)
+    assert all(isinstance(v, float) and np.isfinite(v) for v in x.latents(far).values())
+
+
+def test_synthetic_sensor_noise_is_fresh_every_frame():
+    cam = _camera(0)
+    residuals = []
+    for k in range(6):
+        img = cam.render(k)[0].astype(np.float32)
+        residuals.append(img - cv2.GaussianBlur(img, (0, 0), 2.0))
+    corr = [np.corrcoef(residuals[0][100:300, 50:250].ravel(), r[100:300, 50:250].ravel())[0, 1]
+            for r in residuals[1:]]
+    assert max(corr) < 0.9, "consecutive frames do not share a noise pattern"
+
+
+def test_synthetic_seeds_draw_different_faces_that_fill_the_frame():
+    w, h = 640, 480
+    size, centre, eye_share = [], [], []
+    for seed in range(10):
+        truth = SyntheticCamera(w, h, seed=seed).model.pose(0.0).keypoints
+        xy = truth[:, :2]
+        eye = (xy[K["eye(back)"]] + xy[K["eye(front)"]]) / 2
+        span = np.linalg.norm(xy[K["nose(r)"]] - eye)
+        size.append(span)
+        centre.append(np.delete(xy, K["paw"], axis=0).mean(axis=0))
+        eye_share.append(np.linalg.norm(xy[K["eye(front)"]] - xy[K["eye(back)"]]) / span)
+        assert xy[K["nose(r)"], 0] - xy[K["eye(back)"], 0] > 0.5 * w, "the face fills a good part of the frame"
+    size, centre = np.array(size), np.array(centre)
+    assert size.std() / size.mean() > 0.04, "the face's size varies between seeds"
+    assert np.all(centre.std(axis=0) > 0.02 * np.array([w, h])), "so does its position"
+    assert np.std(eye_share) > 0.01, "and its shape"
+    assert np.all(np.abs(centre - [w / 2, h / 2]).max(axis=0) < 0.2 * np.array([w, h]))
 
 
 @pytest.mark.parametrize("size", [(640, 480), (320, 240), (800, 450)])
@@ -133,24 +194,33 @@ def test_synthetic_truth_is_in_facemap_order_and_inside_the_frame(size):
     w, h = size
     cam = SyntheticCamera(w, h, fps=50, seed=3)
     paw_seen = set()
-    for k in range(0, 3000, 5):  # one minute of motion
+    covered = 0
+    for k in range(0, 9000, 5):  # three minutes of motion
         truth = cam.model.pose(k / 50).keypoints
         assert truth.dtype == np.float32 and truth.shape == (N_KEYPOINTS, 3)
         vis = truth[:, 2]
         assert set(np.unique(vis)) <= {0.0, 1.0}
-        assert np.all(np.delete(vis, K["paw"]) == 1)
-        inside = truth[vis == 1]
-        assert np.all((inside[:, 0] >= 0) & (inside[:, 0] <= w - 1))
-        assert np.all((inside[:, 1] >= 0) & (inside[:, 1] <= h - 1))
+        face = np.delete(truth, K["paw"], axis=0)
+        assert np.all((face[:, 0] >= 0) & (face[:, 0] <= w - 1)), "the face keypoints never leave the frame"
+        assert np.all((face[:, 1] >= 0) & (face[:, 1] <= h - 1))
+        grooming = cam.latents(k)["grooming"]
+        if grooming == 0:
+            assert np.all(face[:, 2] == 1), "only the paw hides keypoints"
+            assert vis[K["paw"]] == 0 and truth[K["paw"], 1] > h - 1, "the paw rests below the frame"
+        covered += int(np.sum(face[:, 2] == 0))
+        if vis[K["paw"]]:
+            x, y = truth[K["paw"], :2]
+            assert 0 <= x <= w - 1 and 0 <= y <= h - 1
         paw_seen.add(bool(vis[K["paw"]]))
         # the face is in profile with the nose to the right of the eye
         assert truth[K["nose(tip)"], 0] > truth[K["whisker(I)"], 0] > truth[K["eye(front)"], 0]
     assert paw_seen == {True, False}
+    assert covered > 0, "the grooming paw covers keypoints"
 
 
 def _patch(img: np.ndarray, x: float, y: float, r: int = 1) -> float:
     xi, yi = int(round(x)), int(round(y))
-    return float(img[yi - r:yi + r + 1, xi - r:xi + r + 1].mean())
+    return float(img[max(yi - r, 0):yi + r + 1, max(xi - r, 0):xi + r + 1].mean())
 
 
 def _step(p: np.ndarray, q: np.ndarray, dist: float) -> np.ndarray:
@@ -159,55 +229,75 @@ def _step(p: np.ndarray, q: np.ndarray, dist: float) -> np.ndarray:
     return p + dist * d / np.linalg.norm(d)
 
 
-@pytest.mark.parametrize("seed", [0, 5])
+@pytest.mark.parametrize("seed", [0, 5, 11])
 def test_synthetic_draws_the_face_where_the_truth_says(seed):
-    cam = SyntheticCamera(fps=50, seed=seed)
-    checked_open = checked_paw = 0
-    for k in range(0, 1500, 7):
+    """Over many frames: the eye keypoints on the dark eye's rim, the nose tip, the nose bridge
+    and the lower lip on the face's edge, the pad brighter than the fur, the paw on a bright blob."""
+    cam = _camera(seed)
+    edges = {n: [] for n in ("eye(back)", "eye(front)", "eye(top)", "eye(bottom)", "nose(tip)", "lowerlip")}
+    pad_vs_fur, bridge, eye_dark, highlight, paw = [], [], [], [], []
+    for k in range(0, 3000, 13):
         img, truth = cam.render(k)
         img = img.astype(np.float32)
-        xy = truth[:, :2]
+        xy, vis = truth[:, :2], truth[:, 2]
         eye = (xy[K["eye(back)"]] + xy[K["eye(front)"]]) / 2
         top, bottom = xy[K["eye(top)"]], xy[K["eye(bottom)"]]
-        pad = np.mean([_patch(img, *xy[K[n]], r=2) for n in WHISKER_PAD])
-        assert pad > 140
-        if np.linalg.norm(top - bottom) > 40:  # eye open
-            checked_open += 1
-            assert _patch(img, *eye) < 45, "the eye centre is dark"
-            assert pad - _patch(img, *eye) > 100
-            x0, y0 = np.floor(xy[[K["eye(back)"], K["eye(top)"]]].min(0)).astype(int)
-            x1, y1 = np.ceil(xy[[K["eye(front)"], K["eye(bottom)"]]].max(0)).astype(int)
-            assert img[y0:y1, x0:x1].max() > 220, "the specular highlight is in the eye"
-            for edge in (top, bottom, xy[K["eye(back)"]], xy[K["eye(front)"]]):
-                assert _patch(img, *_step(edge, eye, 4), r=0) < 60, "inside the eyelid is dark"
-                assert _patch(img, *_step(edge, eye, -3), r=0) > 90, "outside the eyelid is light"
+        fur = _patch(img, *_step(top, bottom, -25), r=3)  # the forehead above the eye
+        pad_vs_fur.append(np.mean([_patch(img, *xy[K[n]], r=2) for n in WHISKER_PAD]) - fur)
+        if np.linalg.norm(top - bottom) > 0.6 * np.linalg.norm(xy[K["eye(front)"]] - xy[K["eye(back)"]]):
+            for name in ("eye(back)", "eye(front)", "eye(top)", "eye(bottom)"):
+                edge = xy[K[name]]
+                edges[name].append(_patch(img, *_step(edge, eye, -4), r=0) - _patch(img, *_step(edge, eye, 4), r=0))
+            eye_dark.append(fur - _patch(img, *eye, r=2))
+            x0, y0 = np.floor(np.minimum(top, xy[K["eye(back)"]])).astype(int)
+            x1, y1 = np.ceil(np.maximum(bottom, xy[K["eye(front)"]])).astype(int)
+            highlight.append(img[y0:y1, x0:x1].max() - fur)
+        centre = xy[[K[n] for n in ("nose(top)", "nose(r)", "nose(tip)", "nose(bottom)")]].mean(axis=0)
         tip = xy[K["nose(tip)"]]
-        assert _patch(img, tip[0] + 8, tip[1], r=1) < 60, "the background is just in front of the nose"
-        assert _patch(img, tip[0] - 6, tip[1] - 4, r=1) > 100, "the nose is just behind its tip"
-        if truth[K["paw"], 2]:
-            checked_paw += 1
-            assert _patch(img, *xy[K["paw"]], r=2) > 140
-    assert checked_open > 150
-    assert checked_paw > 0
+        edges["nose(tip)"].append(_patch(img, *_step(tip, centre, 6)) - _patch(img, *_step(tip, centre, -6)))
+        lip, mouth = xy[K["lowerlip"]], xy[K["mouth"]]
+        edges["lowerlip"].append(_patch(img, *_step(lip, mouth, 6)) - _patch(img, *_step(lip, mouth, -6)))
+        nb, nose_top = xy[K["nosebridge"]], xy[K["nose(top)"]]
+        normal = np.array([nose_top[1] - nb[1], nb[0] - nose_top[0]])  # points up, away from the face
+        normal /= np.linalg.norm(normal)
+        bridge.append([_patch(img, *(nb + d * normal)) for d in (8, 0, -8)])
+        if vis[K["paw"]]:
+            paw.append(_patch(img, *xy[K["paw"]], r=2) - fur)
+    for name, contrast in edges.items():
+        assert np.median(contrast) > 25, f"{name}: darker outside than inside the face / lighter outside the eye"
+    assert np.median(pad_vs_fur) > 20, "the whisker pad is brighter than the fur"
+    assert len(eye_dark) > 100 and np.percentile(eye_dark, 10) > 30, "the open eye is dark"
+    assert np.percentile(highlight, 10) > 60, "the eye has a specular highlight"
+    outside, at, inside = np.median(bridge, axis=0)
+    assert inside - outside > 30 and 0.25 < (at - outside) / (inside - outside) < 0.75, "nosebridge on the edge"
+    if paw:
+        assert np.percentile(paw, 10) > 30, "the paw keypoint is on the bright paw"
 
 
-@pytest.mark.parametrize("seed", [0, 5])
-def test_synthetic_nosebridge_is_on_the_edge_of_the_head(seed):
-    cam = SyntheticCamera(fps=50, seed=seed)
-    profiles = []
-    for k in range(0, 1500, 11):
+def test_synthetic_grooming_paw_covers_the_keypoints_it_hides():
+    cam = _camera(0)
+    lat = _latent_series(cam, range(0, 9000, 3))
+    raised = np.flatnonzero(lat["grooming"] > 0.9)[::6] * 3
+    assert len(raised) > 20
+    hidden = 0
+    for k in raised.tolist():
+        pose = cam.model.pose(cam.time_of(k))
         img, truth = cam.render(k)
-        x, y = truth[K["nosebridge"], :2]
-        profiles.append([_patch(img.astype(np.float32), x, y + d) for d in (-10, 0, 10)])
-    above, at, below = np.median(profiles, axis=0)
-    assert below - above > 80
-    assert 0.3 < (at - above) / (below - above) < 0.7
+        assert np.array_equal(truth, pose.keypoints)
+        assert truth[K["paw"], 2] == 1, "a raised paw is visible"
+        assert _patch(img.astype(np.float32), *truth[K["paw"], :2], r=2) > 120, "on the bright paw"
+        on_canvas = truth[:, :2] + cam.model.margin - np.array(pose.shift)
+        covered = pose.paw.covers(on_canvas)
+        covered[K["paw"]] = False
+        assert np.array_equal(truth[:, 2] == 0, covered), "exactly the keypoints under the paw are hidden"
+        hidden += int(covered.sum())
+    assert hidden > 0
 
 
 @pytest.mark.parametrize("seed", [0, 5])
 def test_synthetic_head_texture_moves_with_the_truth(seed):
-    """The fur drawn once and shifted by the head's jitter moves exactly as the keypoints do."""
-    cam = SyntheticCamera(fps=50, seed=seed)
+    """The fur drawn once and shifted by the head's motion moves exactly as the keypoints do."""
+    cam = _camera(seed)
     ref_img, ref_truth = cam.render(0)
     ref_nb = ref_truth[K["nosebridge"], :2]
     cx, cy = np.round(ref_nb + np.array([-130.0, -45.0]) * cam.model.scale).astype(int)
@@ -223,6 +313,82 @@ def test_synthetic_head_texture_moves_with_the_truth(seed):
         best_y, best_x = np.unravel_index(np.argmax(score), score.shape)
         assert (best_x - search, best_y - search) == (dx, dy)
     assert moved > 20
+
+
+def _peak_hz(signal: np.ndarray, fps: float) -> float:
+    x = (signal - signal.mean()) * np.hanning(len(signal))
+    power = np.abs(np.fft.rfft(x, n=8 * len(x))) ** 2
+    return float(np.fft.rfftfreq(8 * len(x), 1.0 / fps)[np.argmax(power)])
+
+
+@pytest.mark.parametrize("seed", [0, 9])
+def test_synthetic_whisking_comes_in_bouts_of_5_to_15_hz(seed):
+    fps = 200.0
+    lat = _latent_series(_camera(seed, fps=fps, size=(160, 120)), range(int(120 * fps)))
+    amp = lat["whisk_amplitude"]
+    bouts = _episodes(amp > 0)
+    assert len(bouts) >= 8, "whisking starts and stops"
+    assert 0.1 < np.mean(amp > 0) < 0.7, "with pauses between bouts"
+    peaks, long = [], [(a, b) for a, b in bouts if b - a >= 0.6 * fps]
+    assert len(long) >= 4
+    for a, b in long:
+        peaks.append(_peak_hz(lat["whisk_angle"][a:b], fps))
+        assert 5.0 <= peaks[-1] <= 15.0
+    assert np.ptp([amp[a:b].max() for a, b in bouts]) > 5.0, "bouts differ in amplitude (degrees)"
+    # the phase is that of the angle: angle = setpoint + amplitude * cos(phase)
+    rebuilt = lat["whisk_setpoint"] + amp * np.cos(lat["whisk_phase"])
+    assert np.allclose(rebuilt, lat["whisk_angle"])
+    assert np.all(amp[~(amp > 0)] == 0)
+
+
+@pytest.mark.parametrize("seed", [0, 9])
+def test_synthetic_sniffing_is_4_to_12_hz_and_moves_the_nose(seed):
+    fps = 200.0
+    cam = _camera(seed, fps=fps, size=(160, 120))
+    lat = _latent_series(cam, range(int(60 * fps)))
+    window = int(2 * fps)
+    for a in range(0, len(lat["sniff"]) - window, window):
+        assert 4.0 <= _peak_hz(lat["sniff"][a:a + window], fps) <= 12.0
+    tips = np.array([cam.model.pose(cam.time_of(k)).keypoints[K["nose(tip)"], 0] for k in range(0, 2000, 2)])
+    heads = np.array([lat["head_x"][k] for k in range(0, 2000, 2)])
+    moving = tips - np.round(heads)
+    assert np.corrcoef(moving, lat["sniff"][0:2000:2])[0, 1] > 0.8, "the nose moves with the sniff signal"
+
+
+def test_synthetic_blinks_close_the_drawn_eye():
+    cam = _camera(5)
+    lat = _latent_series(cam, range(0, 6000))
+    blinks = [(a, b) for a, b in _episodes(lat["blink"] > 0.8) if lat["grooming"][a:b].max() == 0]
+    assert len(blinks) >= 5, "the mouse blinks"
+    assert all(b - a < 0.4 * 50 for a, b in blinks), "blinks are brief"
+    for a, b in blinks[:5]:
+        k = a + int(np.argmax(lat["blink"][a:b]))
+        img, truth = cam.render(k)
+        xy = truth[:, :2]
+        gap = np.linalg.norm(xy[K["eye(top)"]] - xy[K["eye(bottom)"]])
+        assert gap < 0.25 * np.linalg.norm(xy[K["eye(front)"]] - xy[K["eye(back)"]])
+        above = _step(xy[K["eye(top)"]], xy[K["eye(bottom)"]], -6)
+        eye = (xy[K["eye(back)"]] + xy[K["eye(front)"]]) / 2
+        assert _patch(img.astype(np.float32), *above, r=1) > 40, "the lid is down: fur where the eye was"
+        assert _patch(img.astype(np.float32), *_step(eye, above, 15), r=1) > 40
+
+
+def test_synthetic_licking_grooming_pupil_head_and_light_vary():
+    cam = _camera(0)
+    lat = _latent_series(cam, range(0, 9000, 2))
+    assert len(_episodes(lat["grooming"] > 0)) >= 3, "grooming episodes"
+    assert len(_episodes(lat["lick"] > 0.5)) >= 10, "licks"
+    assert np.all((lat["lick"] == 0) | (lat["grooming"] < 1)), "no licking while the paws groom"
+    assert np.ptp(lat["pupil"]) > 0.2 and np.ptp(lat["illumination"]) > 0.1
+    assert np.ptp(lat["head_x"]) > 2 and np.ptp(lat["head_y"]) > 2
+    # an open mouth lowers the lower lip
+    k_open = int(np.argmax(lat["lick"])) * 2
+    k_shut = int(np.flatnonzero((lat["lick"] == 0) & (lat["grooming"] == 0))[0]) * 2
+    drop = []
+    for k in (k_open, k_shut):
+        kp = cam.model.pose(cam.time_of(k)).keypoints
+        drop.append(kp[K["lowerlip"], 1] - kp[K["nose(bottom)"], 1])
+    assert drop[0] - drop[1] > 8 * cam.model.scale
 
 
 def test_synthetic_paces_frames_on_an_absolute_schedule():
