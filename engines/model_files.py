@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,9 +108,14 @@ def _resolve(path: str | Path | None) -> tuple[Path, Path]:
                 if len(candidates) != 1:
                     found = ", ".join(c.name for c in candidates) or "none"
                     raise ModelFileError(
-                        f"{given}: expected {STATE_NAME} or exactly one *.pt state file (found: {found})"
+                        f"{given}: not a Facemap model folder: expected {STATE_NAME} or exactly one *.pt "
+                        f"state file (found: {found})"
                     )
                 state_path = candidates[0]
+        elif given.name == PARAMS_NAME:
+            raise ModelFileError(
+                f"{given}: this is Facemap's params file; give the state file (*.pt) or the folder holding both"
+            )
         else:
             folder = given.parent
             state_path = given
@@ -124,6 +130,8 @@ def _torch_load(path: Path) -> dict:
     """torch.load restricted to tensors and plain containers; a dict or ModelFileError."""
     if not path.is_file():
         raise ModelFileError(f"{path}: file not found")
+    if not _is_torch_file(path):
+        raise ModelFileError(f"{path}: not a plain torch tensor file (empty, truncated or another format)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -133,6 +141,12 @@ def _torch_load(path: Path) -> dict:
     if not isinstance(obj, dict):
         raise ModelFileError(f"{path}: holds a {type(obj).__name__}, not a dict")
     return obj
+
+
+def _is_torch_file(path: Path) -> bool:
+    """A torch.save zip archive (complete: its central directory is read) or a legacy pickle."""
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80" or zipfile.is_zipfile(f)
 
 
 def _reason(exc: Exception) -> str:
@@ -162,6 +176,9 @@ def _check_state(state: dict, channels: tuple[int, ...], path: Path) -> None:
     """Raise unless ``state`` has exactly FMnet(channels)'s keys, shapes and float weights."""
     reference = FMnet(channels, output_ch=N_KEYPOINTS).state_dict()
     expected = {k: tuple(v.shape) for k, v in reference.items()}
+    if not expected.keys() & state.keys():
+        found = ", ".join(str(k) for k in list(state)[:3]) or "none"
+        raise ModelFileError(f"{path}: not a Facemap tracker state file (no FMnet weight names; its keys: {found})")
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]
     for key, shape in expected.items():

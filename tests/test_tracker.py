@@ -463,6 +463,21 @@ def test_bad_params_are_refused(tmp_path):
     assert_model_error(state_path, str(tmp_path / PARAMS_NAME), "not a Facemap params file")
 
 
+def test_files_that_are_not_a_facemap_model(tmp_path):
+    state_path = save_model(tmp_path / "m", make_network())
+    assert_model_error(tmp_path / "m" / PARAMS_NAME, "params file", "give the state file")
+    state_path.write_text("<html>Please log in</html>")
+    assert_model_error(state_path, str(state_path), "not a plain torch tensor file (empty, truncated or another format)")
+    state_path.write_bytes(b"")
+    assert_model_error(state_path, "empty, truncated or another format")
+    torch.save({"state_dict": make_network().state_dict(), "epoch": 3}, state_path)
+    assert_model_error(state_path, "not a Facemap tracker state file", "its keys: state_dict, epoch")
+    state_path.unlink()
+    (tmp_path / "m" / "a.pt").write_bytes(b"")
+    (tmp_path / "m" / "b.pt").write_bytes(b"")
+    assert_model_error(tmp_path / "m", "not a Facemap model folder", "a.pt, b.pt")
+
+
 def test_missing_params(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     state_path = save_model(tmp_path / "m", make_network())
