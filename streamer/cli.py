@@ -324,6 +324,129 @@ def simulate(frames, out_dir, seed, fps, width, height, quiet) -> None:
     _guarded(body)
 
 
+_RESUME_KEEPS = {"out", "resume", "quiet"}
+
+
+@main.command("train-tracker")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the model files and the checkpoint (default ./trained_tracker).")
+@click.option("--from", "init", help="Starting weights: default (the bundled model), scratch (a new network), or a Facemap model file or folder.")
+@click.option("--data", multiple=True, help="synthetic, or a Facemap *_Facemap_refined_data.npy; repeat to combine (default synthetic).")
+@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps (instead of --epochs).")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Passes over the labelled frames (default 36, Facemap's).")
+@click.option("--batch", type=click.IntRange(min=1), help="Frames per step (default 8).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (default 1e-4 fine-tuning, 2e-3 from scratch).")
+@click.option("--schedule", help="facemap (lr /10, /25 over the last 6/36, 3/36) | cosine (warm-up, cosine decay); default by --from.")
+@click.option("--seed", type=click.IntRange(min=0), help="Seed of the initial weights, batch order and augmentation (default 0).")
+@click.option("--augment", type=click.FloatRange(0, 3), help="Augmentation strength, 0 = none (default 1).")
+@click.option("--synthetic-seeds", type=click.IntRange(min=1), help="Distinct synthetic faces (default 512).")
+@click.option("--frames-per-seed", type=click.IntRange(min=1), help="Rendered frames of each synthetic face (default 24).")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), help="Steps between checkpoints (default 200).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint, with its own settings.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train_tracker(out, resume, quiet, **settings) -> None:
+    """Train the tracker on synthetic faces and/or Facemap's refined data (Facemap's recipe).
+
+    Writes facemap_model_state.pt and facemap_model_params.pth (Facemap's format, usable with
+    --model) and a resumable checkpoint into --out. Ctrl-C saves and stops; --resume goes on.
+    """
+
+    def body() -> None:
+        import shlex
+
+        from facestream.engines.training import TrainConfig, Trainer
+
+        if resume:
+            ctx = click.get_current_context()
+            given = [f"--{name.replace('_', '-')}" for name in ctx.params
+                     if name not in _RESUME_KEEPS and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+            if given:
+                raise ConfigError(f"--resume continues the run with its own settings; drop {', '.join(given)}")
+            trainer = Trainer.resume(out or TrainConfig.out, progress=not quiet)
+        else:
+            chosen = {k: v for k, v in settings.items() if v is not None and v != ()}
+            if "data" in chosen:
+                chosen["data"] = tuple(chosen["data"])
+            config = TrainConfig(out=out or TrainConfig.out, command=shlex.join(["facestream", *sys.argv[1:]]), **chosen)
+            trainer = Trainer.start(config, progress=not quiet)
+        cfg = trainer.config
+        click.echo(
+            f"facestream: training {cfg.name}: step {trainer.step} of {cfg.steps}, batch {cfg.batch}, lr {cfg.lr:g} "
+            f"({cfg.schedule}), {len(trainer.data)} frames, {cfg.precision}, {cfg.threads} threads (Ctrl-C saves and stops)",
+            err=True,
+        )
+        result = trainer.run(should_stop=_StopFlag(), progress=not quiet)
+        recent = result.losses[-100:]
+        click.echo(
+            f"facestream: step {result.step} of {result.total_steps} ({result.seconds_per_step:.2f} s/step), "
+            f"loss {sum(recent) / max(len(recent), 1):.3f} -> {result.out}",
+            err=True,
+        )
+        if not result.complete:
+            _fail(f"stopped at step {result.step}; `facestream train-tracker --resume --out {shlex.quote(str(result.out))}` goes on", 130)
+
+    _guarded(body)
+
+
+@main.command("eval")
+@click.option("--frames", type=click.IntRange(min=1), default=300, show_default=True, help="Held-out synthetic frames to track.")
+@click.option("--model", help="Facemap model state file (*.pt) or folder; default: the bundled model.")
+@click.option("--engine", default="onnx", show_default=True, help="Tracker engine: onnx | torch.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="Inference threads (0 = engine default).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def eval_command(frames, model, engine, threads, as_json, quiet) -> None:
+    """Pixel error of a tracker on 640x480 synthetic faces never used in training."""
+
+    def body() -> None:
+        from tqdm import tqdm
+
+        from facestream.engines.evaluation import WITHIN_PX, evaluate
+        from facestream.engines.tracker import load_tracker
+
+        tracker = load_tracker(engine, model, threads=threads)
+        with tqdm(total=frames, desc="evaluating", unit="frame", disable=quiet, leave=False) as bar:
+            result = evaluate(tracker, frames, progress=lambda n: bar.update(n - bar.n))
+        if as_json:
+            click.echo(json.dumps(result))
+            return
+        fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+        click.echo(f"{result['model']} ({result['engine']}) on {result['frames']} held-out frames")
+        click.echo(f"{'keypoint':<14}{'error px':>10}{f'<= {WITHIN_PX:g} px':>10}{'in view':>9}")
+        for name, row in result["per_keypoint"].items():
+            click.echo(f"{name:<14}{fmt(row['mean_px_error'], '10.2f')}{fmt(row['within_5px'], '10.1%')}{row['visible']:>9}")
+        click.echo(
+            f"mean {fmt(result['mean_px_error'], '.2f')} px, median {fmt(result['median_px_error'], '.2f')} px, "
+            f"within {WITHIN_PX:g} px {fmt(result['within_5px'], '.1%')}; likelihood in view "
+            f"{fmt(result['likelihood_visible'], '.3f')}, out of view or hidden {fmt(result['likelihood_occluded'], '.3f')}"
+        )
+
+    _guarded(body)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def models(as_json) -> None:
+    """List the tracker models --model can name: the bundled default and ~/.facemap/models/."""
+
+    def body() -> None:
+        from facestream.engines.evaluation import available_models
+
+        entries = available_models()
+        if as_json:
+            click.echo(json.dumps(entries))
+            return
+        for entry in entries:
+            mark = "*" if entry["default"] else " "
+            if "error" in entry:
+                click.echo(f"{mark} {entry['state']}: {entry['error']}")
+            else:
+                state = "trained" if entry["trained"] else "untrained"
+                click.echo(f"{mark} {entry['name']} ({state}, {entry['sha256']})  {entry['state']}  params {entry['params']}")
+        click.echo("(* = the default)")
+
+    _guarded(body)
+
+
 def _describe(msg) -> str:
     d = msg.data
     if msg.topic == "meta":

@@ -1,0 +1,146 @@
+"""How well a tracker finds the keypoints: pixel errors on synthetic faces it was never trained on.
+
+Evaluation frames come from synthetic seeds ``EVAL_SEED_START`` and up, which training refuses to
+use, so the numbers measure generalisation to new animals, not memory. Errors count only the
+keypoints in view (the synthetic camera's truth says which); the likelihood is reported
+separately for keypoints in view and out of view or hidden, since a useful likelihood is lower
+on the latter. The metrics are a pure function of predictions and truth (``keypoint_metrics``)
+so that they can be checked on arrays worked out by hand.
+
+``available_models`` lists the models a tracker can be built from: the bundled default and
+those in Facemap's model folder.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .bodyparts import BODYPARTS, N_KEYPOINTS
+from .datasets import EVAL_SEED_START, SYNTHETIC_FPS, frame_ids
+from .model_files import STATE_NAME, ModelFileError, facemap_models_dir, load_model
+from .tracker import Tracker
+
+WITHIN_PX = 5.0
+EVAL_SEEDS = 10  # faces the evaluation frames are spread over
+_BATCH = 8
+
+
+def keypoint_metrics(predicted: np.ndarray, truth: np.ndarray) -> dict:
+    """Errors of predicted (N, 15, 3) [x, y, likelihood] against truth (N, 15, 3) [x, y, visible].
+
+    mean_px_error, median_px_error and within_5px pool every keypoint in view; per_keypoint
+    gives each keypoint's mean error, fraction within 5 px and count in view (errors None when
+    never in view); likelihood_visible / likelihood_occluded are the mean likelihoods of the
+    keypoints in view / not in view (None when there are none).
+    """
+    predicted, truth = np.asarray(predicted, np.float64), np.asarray(truth, np.float64)
+    if predicted.shape != truth.shape or predicted.ndim != 3 or predicted.shape[1:] != (N_KEYPOINTS, 3):
+        raise ValueError(f"predicted {predicted.shape} and truth {truth.shape} must both be (N, {N_KEYPOINTS}, 3)")
+    visible = truth[..., 2] > 0
+    error = np.hypot(predicted[..., 0] - truth[..., 0], predicted[..., 1] - truth[..., 1])
+    likelihood = predicted[..., 2]
+
+    def mean(values: np.ndarray) -> float | None:
+        return float(values.mean()) if values.size else None
+
+    per_keypoint = {
+        name: {
+            "mean_px_error": mean(error[visible[:, k], k]),
+            "within_5px": mean(error[visible[:, k], k] <= WITHIN_PX),
+            "visible": int(visible[:, k].sum()),
+        }
+        for k, name in enumerate(BODYPARTS)
+    }
+    seen = error[visible]
+    return {
+        "frames": int(len(truth)),
+        "mean_px_error": mean(seen),
+        "median_px_error": float(np.median(seen)) if seen.size else None,
+        "within_5px": mean(seen <= WITHIN_PX),
+        "per_keypoint": per_keypoint,
+        "likelihood_visible": mean(likelihood[visible]),
+        "likelihood_occluded": mean(likelihood[~visible]),
+        "keypoints_visible": int(visible.sum()),
+        "keypoints_occluded": int((~visible).sum()),
+    }
+
+
+def eval_frames(frames: int, width: int = 640, height: int = 480, seeds: int = EVAL_SEEDS):
+    """(seed, frame_id, pixels, truth) for ``frames`` evaluation frames spread over held-out seeds."""
+    from facestream.camera_adapters.synthetic import SyntheticCamera
+
+    seeds = max(1, min(seeds, frames))
+    for i in range(seeds):
+        seed = EVAL_SEED_START + i
+        camera = SyntheticCamera(width, height, fps=SYNTHETIC_FPS, seed=seed)
+        for frame_id in frame_ids(seed, frames // seeds + (i < frames % seeds)):
+            pixels, truth = camera.render(int(frame_id))
+            yield seed, int(frame_id), pixels, truth
+
+
+def evaluate(
+    tracker: Tracker,
+    frames: int = 300,
+    width: int = 640,
+    height: int = 480,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """``keypoint_metrics`` of ``tracker`` on ``frames`` held-out synthetic frames, with what was run.
+
+    ``progress`` is called with the number of frames done so far.
+    """
+    if frames < 1:
+        raise ValueError(f"frames must be at least 1, got {frames}")
+    predicted, truth, pending = [], [], []
+    for _, _, pixels, keypoints in eval_frames(frames, width, height):
+        pending.append(pixels)
+        truth.append(keypoints)
+        if len(pending) == _BATCH or len(truth) == frames:
+            predicted.append(tracker.infer(np.stack(pending)))
+            pending = []
+            if progress is not None:
+                progress(len(truth))
+    result = keypoint_metrics(np.concatenate(predicted), np.stack(truth))
+    description = tracker.describe()
+    result.update(
+        frame_size=[width, height],
+        eval_seeds=[EVAL_SEED_START, EVAL_SEED_START + min(EVAL_SEEDS, frames) - 1],
+        engine=description["engine"],
+        model=description["model"],
+        model_path=description["model_path"],
+        sha256=description["sha256"],
+        trained=description["trained"],
+    )
+    return result
+
+
+def available_models() -> list[dict]:
+    """The bundled default and every model in Facemap's folder (state files and model folders).
+
+    Each entry: name, state, params, trained, channels, sha256 (12 hex), default; a file that does
+    not load as a tracker model is listed with its path and an ``error`` instead.
+    """
+    entries = [_entry(None, default=True)]
+    folder = facemap_models_dir()
+    if folder.is_dir():
+        candidates = sorted(folder.glob("*.pt")) + sorted(p for p in folder.iterdir() if (p / STATE_NAME).is_file())
+        entries += [_entry(path, default=False) for path in candidates]
+    return entries
+
+
+def _entry(path: Path | None, default: bool) -> dict:
+    try:
+        model = load_model(path)
+    except ModelFileError as exc:
+        return {"state": str(path), "error": str(exc), "default": default}
+    return {
+        "name": model.name,
+        "state": str(model.state_path),
+        "params": str(model.params_path),
+        "trained": model.trained,
+        "channels": list(model.channels),
+        "sha256": model.sha256[:12],
+        "default": default,
+    }
