@@ -4,7 +4,7 @@ video with the same model files must give the same keypoints.
 Facemap runs in its own virtual environment (``.facemap-venv`` in the repository root, built by
 .ci/run; it needs numpy<2) through tests/facemap_reference.py, with HOME pointed at a folder whose
 ``.facemap/models`` holds the model files compared, so it never downloads. Three weight sets, so
-that agreement is not an accident of one: the bundled default (untrained), a seeded perturbation
+that agreement is not an accident of one: the bundled default (trained), a seeded perturbation
 of it, and hand-built "structured" weights whose heatmaps follow the image. Untrained weights
 put their heatmap peaks at the same border cells whatever the frame, so they barely notice a
 pre-processing mistake (other percentiles, a one-pixel shift, another resize); the structured
