@@ -432,7 +432,7 @@ def test_model_round_trip(tmp_path):
 def test_bundled_model_identity():
     model = load_model()
     assert model.identity()["name"] == "facestream-default"
-    assert model.identity()["trained"] is False
+    assert model.identity()["trained"] is True
     assert model.channels == tuple(CHANNELS)
     assert model.sha256 == hashlib.sha256(model.state_path.read_bytes()).hexdigest()
 
