@@ -1,50 +1,64 @@
-"""The tracker engine the pipeline calls: uint8 frames in, Facemap keypoints out.
+"""The tracker the pipeline calls: uint8 frames in, Facemap keypoints out, on the fastest engine here.
 
-One ``Tracker`` does the shared work (pre-processing, decoding, checks, timings) around one of two
-network runtimes:
+One ``Tracker`` does the shared work (checks, geometry, timings) around one engine:
 
-- "onnx" (default): ONNX Runtime's CPU provider on the network exported from the torch module.
-  The export (TorchScript-based ``torch.onnx.export(dynamo=False)``; the dynamo exporter needs the
-  onnxscript package) is cached on disk, keyed by the state file's sha256, so later starts skip it.
-- "torch": the FMnet module itself under ``torch.inference_mode``.
+- "onnx-int8": ONNX Runtime on the CPU, int8 (``quantize``): the CPU default, the fastest CPU
+  engine that keeps in-view keypoints within 0.5 px (mean) of fp32 (0.19 px measured).
+- "onnx": ONNX Runtime on the CPU, fp32 (``onnx_engine``).
+- "torch": PyTorch on the CPU, fp32: the reference (``torch_engine``).
+- "cuda": PyTorch on an NVIDIA GPU, fp16, CUDA graphs, pinned memory (``torch_engine``).
+- "tensorrt" / "tensorrt-int8": a TensorRT engine built for this GPU (``tensorrt_engine``).
+- "auto": TensorRT where it and a GPU are present, else CUDA where a GPU is, else onnx-int8;
+  ``describe()["reason"]`` says why.
+
+The CPU engines pre-process and decode in numpy beside the network; the GPU engines do both on
+the GPU so that only keypoints cross the bus.
 """
 from __future__ import annotations
 
-import io
 import os
-import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from .bodyparts import BODYPARTS
 from .decode import decode
+from .engine_names import CPU_DEFAULT, ENGINES
 from .model_files import TrackerModel, load_model
+from .onnx_engine import ExportError, OnnxNetwork, onnx_model_path
 from .preprocess import INPUT_SIZE, Geometry, make_geometry, preprocess
 
-ENGINES = ("onnx", "torch")
-ONNX_OPSET = 17
-ONNX_EXPORT_VERSION = 1  # part of the cache key: bump when the export itself changes
-_INPUT_NAME = "image"
-_OUTPUT_NAMES = ["heatmap", "row_offset", "col_offset"]
-_PROVIDERS = ["CPUExecutionProvider"]
-
-Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class TrackerError(Exception):
     """A tracker cannot be built or cannot process these frames; the message is one line for the user."""
 
 
-class _Network(Protocol):
+class _Engine(Protocol):
     runtime: str
 
-    def __call__(self, images: np.ndarray) -> Outputs: ...
+    def run(self, frames: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, dict[str, float]]: ...
+
+
+class _HostEngine:
+    """A CPU network between numpy pre-processing and numpy decoding."""
+
+    def __init__(self, network: OnnxNetwork) -> None:
+        self.network = network
+        self.runtime = network.runtime
+
+    def run(self, frames: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, dict[str, float]]:
+        t0 = time.perf_counter()
+        images = np.stack([preprocess(frame, geometry) for frame in frames])[:, None]
+        t1 = time.perf_counter()
+        heatmap, row_offset, col_offset = self.network(images)
+        t2 = time.perf_counter()
+        keypoints = decode(heatmap, row_offset, col_offset, geometry)
+        t3 = time.perf_counter()
+        return keypoints, {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3, "decode": (t3 - t2) * 1e3}
 
 
 class Tracker:
@@ -55,16 +69,18 @@ class Tracker:
     def __init__(
         self,
         engine: str,
-        network: _Network,
+        backend: _Engine,
         model: TrackerModel,
         bbox: tuple[int, int, int, int] | None,
         threads: int,
+        reason: str,
     ) -> None:
         self.engine = engine
         self.model = model
         self.bbox = bbox
         self.threads = threads
-        self._network = network
+        self.reason = reason
+        self._backend = backend
         self._geometry: Geometry | None = None
         self.last_timings_ms: dict[str, float] = {"preprocess": 0.0, "network": 0.0, "decode": 0.0}
 
@@ -74,19 +90,7 @@ class Tracker:
         ``frames``: uint8 (H, W) or (B, H, W). Each frame is normalized with its own percentiles.
         """
         frames = self._check_frames(frames)
-        geometry = self._geometry_for(frames.shape[1:])
-        t0 = time.perf_counter()
-        images = np.stack([preprocess(frame, geometry) for frame in frames])[:, None]
-        t1 = time.perf_counter()
-        heatmap, row_offset, col_offset = self._network(images)
-        t2 = time.perf_counter()
-        keypoints = decode(heatmap, row_offset, col_offset, geometry)
-        t3 = time.perf_counter()
-        self.last_timings_ms = {
-            "preprocess": (t1 - t0) * 1e3,
-            "network": (t2 - t1) * 1e3,
-            "decode": (t3 - t2) * 1e3,
-        }
+        keypoints, self.last_timings_ms = self._backend.run(frames, self._geometry_for(frames.shape[1:]))
         return keypoints
 
     def describe(self) -> dict:
@@ -94,7 +98,8 @@ class Tracker:
         identity = self.model.identity()
         return {
             "engine": self.engine,
-            "runtime": self._network.runtime,
+            "reason": self.reason,
+            "runtime": self._backend.runtime,
             "threads": self.threads,
             "model": identity["name"],
             "model_path": identity["path"],
@@ -118,7 +123,7 @@ class Tracker:
             frames = frames[None]
         if 0 in frames.shape:
             raise TrackerError(f"frames must not be empty, got shape {frames.shape}")
-        return frames
+        return np.ascontiguousarray(frames)
 
     def _geometry_for(self, frame_shape: tuple[int, int]) -> Geometry:
         if self._geometry is None or self._geometry.frame_shape != tuple(frame_shape):
@@ -134,27 +139,80 @@ class Tracker:
         return self._geometry
 
 
+def default_threads() -> int:
+    """CPU inference threads when none are asked for: all cores but one (at most 4), which
+    leaves a core to the capture and publishing processes."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores - 1))
+
+
+def choose_engine() -> tuple[str, str]:
+    """The engine "auto" stands for here, and why."""
+    from .tensorrt_engine import available
+
+    missing = available()
+    if missing is None:
+        return "tensorrt", "auto: TensorRT and a CUDA GPU are present"
+    if torch.cuda.is_available():
+        return "cuda", f"auto: a CUDA GPU is present but {missing}"
+    return CPU_DEFAULT, f"auto: no CUDA GPU ({'PyTorch has no CUDA support' if torch.version.cuda is None else 'none visible'})"
+
+
 def load_tracker(
-    engine: str = "onnx",
+    engine: str = "auto",
     model: str | Path | None = None,
     bbox: tuple[int, int, int, int] | None = None,
     threads: int = 0,
+    calibration: str | Path | None = None,
 ) -> Tracker:
     """A ready tracker.
 
-    engine: "onnx" or "torch". model: a Facemap state file, a folder holding a model, or None for
+    engine: one of ``ENGINES``. model: a Facemap state file, a folder holding a model, or None for
     the bundled default. bbox: (row1, row2, col1, col2) crop in frame pixels, Facemap's order; None
-    uses the whole frame. threads: intra-op threads, 0 for the runtime's default.
-    Raises TrackerError (bad arguments) or model_files.ModelFileError (bad model files).
+    uses the whole frame. threads: CPU intra-op threads, 0 for ``default_threads()``.
+    calibration: a video whose frames calibrate the int8 engines (default: the synthetic face).
+    Raises TrackerError (bad arguments, an engine that cannot run here) or
+    model_files.ModelFileError (bad model files).
     """
     if engine not in ENGINES:
         raise TrackerError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise TrackerError(f"threads must be an integer >= 0 (0 = runtime default), got {threads!r}")
+        raise TrackerError(f"threads must be an integer >= 0 (0 = all cores but one), got {threads!r}")
     bbox = _check_bbox(bbox)
     tracker_model = load_model(model)
-    runtime = _OnnxNetwork if engine == "onnx" else _TorchNetwork
-    return Tracker(engine, runtime(tracker_model, threads), tracker_model, bbox, threads)
+    reason = "asked for"
+    if engine == "auto":
+        engine, reason = choose_engine()
+    threads = threads or default_threads()
+    try:
+        backend = _build(engine, tracker_model, bbox, threads, calibration)
+    except ExportError as exc:
+        raise TrackerError(str(exc)) from None
+    return Tracker(engine, backend, tracker_model, bbox, threads, reason)
+
+
+def _build(engine: str, model: TrackerModel, bbox, threads: int, calibration) -> _Engine:
+    if engine == "onnx":
+        return _HostEngine(OnnxNetwork(onnx_model_path(model), threads, "fp32"))
+    if engine == "onnx-int8":
+        from .quantize import calibration_frames, int8_model_path
+
+        frames, name = calibration_frames(calibration)
+        return _HostEngine(OnnxNetwork(int8_model_path(model, frames, bbox, name), threads, "int8"))
+    from .torch_engine import TorchTracker
+
+    if engine == "torch":
+        return TorchTracker(model, "cpu", half=False, graphs=False, threads=threads)
+    if not torch.cuda.is_available():
+        raise TrackerError(f"engine {engine!r} needs a CUDA GPU and none is visible to PyTorch; use 'auto' or 'onnx-int8'")
+    if engine == "cuda":
+        return TorchTracker(model, "cuda", half=True, graphs=True)
+    from .tensorrt_engine import TensorRTTracker, available
+
+    missing = available()
+    if missing is not None:
+        raise TrackerError(f"engine {engine!r} cannot run here: {missing}; use 'cuda' or 'auto'")
+    return TensorRTTracker(model, "int8" if engine == "tensorrt-int8" else "fp16")
 
 
 def _check_bbox(bbox: object) -> tuple[int, int, int, int] | None:
@@ -177,97 +235,3 @@ def _check_bbox(bbox: object) -> tuple[int, int, int, int] | None:
                 "row1 < row2, col1 < col2"
             )
     return row1, row2, col1, col2
-
-
-class _TorchNetwork:
-    """FMnet in eval mode under inference_mode; ``threads`` > 0 sets torch's process-wide thread count."""
-
-    def __init__(self, model: TrackerModel, threads: int) -> None:
-        if threads > 0:
-            torch.set_num_threads(threads)
-        self.runtime = f"torch {torch.__version__}"
-        self._net = model.build()
-
-    def __call__(self, images: np.ndarray) -> Outputs:
-        with torch.inference_mode():
-            heatmap, row_offset, col_offset = self._net(torch.from_numpy(images))
-        return heatmap.numpy(), row_offset.numpy(), col_offset.numpy()
-
-
-class _OnnxNetwork:
-    """ONNX Runtime CPU session on the exported network (dynamic batch, 1x256x256 frames)."""
-
-    def __init__(self, model: TrackerModel, threads: int) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.runtime = f"onnxruntime {ort.__version__}"
-        self.path = onnx_cache_path(model)
-        if self.path.is_file():
-            try:
-                self._session = ort.InferenceSession(str(self.path), options, providers=_PROVIDERS)
-                return
-            except Exception:  # a damaged cache file: export again
-                self.path.unlink(missing_ok=True)
-        source = _export_to_cache(model, self.path)
-        self._session = ort.InferenceSession(source, options, providers=_PROVIDERS)
-
-    def __call__(self, images: np.ndarray) -> Outputs:
-        heatmap, row_offset, col_offset = self._session.run(_OUTPUT_NAMES, {_INPUT_NAME: images})
-        return heatmap, row_offset, col_offset
-
-
-def onnx_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/facestream, else ~/.cache/facestream."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "facestream"
-
-
-def onnx_cache_path(model: TrackerModel) -> Path:
-    return onnx_cache_dir() / f"fmnet-{model.sha256}-opset{ONNX_OPSET}-v{ONNX_EXPORT_VERSION}.onnx"
-
-
-def _export_to_cache(model: TrackerModel, path: Path) -> str | bytes:
-    """Export the network and write it to ``path`` atomically; the path, or the bytes if unwritable."""
-    data = export_onnx(model)
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as out:
-            tmp = out.name
-            out.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        warnings.warn(f"could not cache the ONNX export at {path} ({exc}); the next start exports again")
-        return data
-    return str(path)
-
-
-def export_onnx(model: TrackerModel) -> bytes:
-    """The network as ONNX bytes: input "image" (B, 1, 256, 256), three (B, 15, 64, 64) outputs."""
-    net = model.build()
-    buffer = io.BytesIO()
-    example = torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE)
-    batch_axis = {0: "batch"}
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
-        try:
-            torch.onnx.export(
-                net,
-                (example,),
-                buffer,
-                dynamo=False,
-                input_names=[_INPUT_NAME],
-                output_names=_OUTPUT_NAMES,
-                opset_version=ONNX_OPSET,
-                dynamic_axes={name: batch_axis for name in (_INPUT_NAME, *_OUTPUT_NAMES)},
-            )
-        except Exception as exc:
-            first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise TrackerError(
-                f"ONNX export failed with torch {torch.__version__} ({first_line}); use engine 'torch'"
-            ) from exc
-    return buffer.getvalue()

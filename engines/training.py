@@ -45,7 +45,7 @@ from .datasets import (
 )
 from .fmnet import FMnet
 from .model_files import PARAMS_NAME, STATE_NAME, load_model
-from .tracker import onnx_cache_dir
+from .onnx_engine import cache_dir
 
 CHECKPOINT_NAME = "training_checkpoint.pth"
 CHECKPOINT_FORMAT = 1
@@ -348,7 +348,7 @@ def _sources(config: TrainConfig, progress: bool) -> list[LabelledFrames]:
                   disable=not progress, leave=False) as bar:
             sources.append(synthetic_frames(
                 config.width, config.height, config.synthetic_seeds, config.frames_per_seed,
-                onnx_cache_dir() / "training", progress=lambda n: bar.update(n - bar.n),
+                cache_dir() / "training", progress=lambda n: bar.update(n - bar.n),
             ))
     return sources
 

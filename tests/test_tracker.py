@@ -21,7 +21,8 @@ from facestream.engines.decode import decode
 from facestream.engines.fmnet import FMnet
 from facestream.engines.model_files import PARAMS_NAME, STATE_NAME, ModelFileError, load_model
 from facestream.engines.preprocess import make_geometry, percentiles, preprocess
-from facestream.engines.tracker import TrackerError, load_tracker, onnx_cache_path
+from facestream.engines.onnx_engine import onnx_cache_path
+from facestream.engines.tracker import TrackerError, load_tracker
 
 CHANNELS = [16, 32, 64, 128, 200]
 FACEMAP_NETWORK = Path(os.environ.get("FACEMAP_SRC", "/tmp/fm/facemap")) / "pose" / "facemap_network.py"
