@@ -11,6 +11,11 @@ class CameraError(RuntimeError):
     """A camera could not be opened or stopped delivering; the message is one line for the user."""
 
 
+class CameraStalled(CameraError):
+    """``read()`` has no frame now, but the stream goes on (a camera unplugged and being reopened,
+    a trigger that has not come): call ``read()`` again. The message says why, in one line."""
+
+
 @dataclass
 class Frame:
     """One camera frame as it reached the host.

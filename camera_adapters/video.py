@@ -18,6 +18,17 @@ import numpy as np
 from .base import Camera, CameraError, Frame
 
 
+def to_gray(frame: np.ndarray) -> np.ndarray:
+    """An OpenCV frame (BGR, BGRA or already one channel) in grayscale, as Facemap converts it."""
+    if frame.ndim == 2:
+        return frame
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2GRAY)
+    if frame.shape[2] == 3:
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    return np.ascontiguousarray(frame[:, :, 0])
+
+
 class VideoFileCamera(Camera):
     """Frames of a video file through ``cv2.VideoCapture``.
 
@@ -76,7 +87,7 @@ class VideoFileCamera(Camera):
         self._cap, self._pending = cap, first
         first_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
         self._t_first_ns = round(first_ms * 1e6) if math.isfinite(first_ms) and first_ms > 0 else 0
-        self._shape = self._gray(first).shape
+        self._shape = to_gray(first).shape
         self._index = self._frame_id = 0
         self._loop_offset_ns = self._last_t_ns = 0
         self._t_open_ns = time.monotonic_ns()
@@ -86,16 +97,6 @@ class VideoFileCamera(Camera):
             self._cap.release()
         self._cap = None
         self._pending = None
-
-    @staticmethod
-    def _gray(frame: np.ndarray) -> np.ndarray:
-        if frame.ndim == 2:
-            return frame
-        if frame.shape[2] == 4:
-            return cv2.cvtColor(frame, cv2.COLOR_BGRA2GRAY)
-        if frame.shape[2] == 3:
-            return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        return np.ascontiguousarray(frame[:, :, 0])
 
     def _file_time_ns(self, index: int) -> int:
         """Time of the frame just read, from the container when it gives one, else index / fps;
@@ -132,7 +133,7 @@ class VideoFileCamera(Camera):
         if t_file >= 0:
             self._last_t_ns = t_file
         t_camera_ns = self._loop_offset_ns + t_file if t_file >= 0 else -1
-        pixels = self._gray(raw)
+        pixels = to_gray(raw)
         if pixels.shape != self._shape:
             raise self._fail(f"frame {self._index} is {pixels.shape}, not {self._shape}")
         if self.realtime and t_camera_ns >= 0:

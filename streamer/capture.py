@@ -2,8 +2,10 @@
 
 Capture has a process of its own so the camera is read on time whatever the tracker is
 doing (no shared GIL, no waiting on inference). It reports to the pipeline over a pipe:
-("opened", shape, description), ("ended",) or ("error", one-line message). It stops
-when told, when the camera ends, or when the pipeline process is gone.
+("opened", shape, description), ("ended",) or ("error", one-line message), and
+("stalled", one-line reason) / ("resumed",) when a camera stops delivering for a while and
+goes on (a Basler camera unplugged and reopened). It stops when told, when the camera
+ends, or when the pipeline process is gone.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import signal
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 
-from facestream.camera_adapters.base import CameraError
+from facestream.camera_adapters.base import CameraError, CameraStalled
 from facestream.camera_adapters.registry import make_camera
 from facestream.streamer.ringbuffer import RingBuffer
 
@@ -33,8 +35,18 @@ def capture_main(camera_args: dict, conn: Connection, stop: Event) -> None:
             return
         ring = RingBuffer.attach(conn.recv())
         parent = os.getppid()
+        stalled = None
         while not stop.is_set() and os.getppid() == parent:
-            frame = camera.read()
+            try:
+                frame = camera.read()
+            except CameraStalled as e:
+                if str(e) != stalled:
+                    stalled = str(e)
+                    conn.send(("stalled", stalled))
+                continue
+            if stalled is not None:
+                stalled = None
+                conn.send(("resumed",))
             if frame is None:
                 ring.mark_ended()
                 conn.send(("ended",))

@@ -527,3 +527,25 @@ def test_registry_rejects_bad_specs_in_one_line(spec):
     assert "\n" not in message
     if spec in ("webcam0", "", "pylonx:12"):
         assert all(form in message for form in SPEC_FORMS)
+
+
+def test_registry_builds_rig_cameras_without_opening_them():
+    from facestream.camera_adapters.pylon import PylonCamera, PylonSettings
+    from facestream.camera_adapters.webcam import WebcamCamera
+
+    first = make_camera("pylon")
+    assert isinstance(first, PylonCamera) and first.serial == "" and first.settings == PylonSettings()
+    chosen = make_camera("pylon:40012345", pylon={"roi": [0, 0, 320, 240], "trigger": "line1", "buffers": 8})
+    assert chosen.serial == "40012345"
+    assert chosen.settings == PylonSettings(roi=(0, 0, 320, 240), trigger="line1", buffers=8)
+    webcam = make_camera("webcam:1")
+    assert isinstance(webcam, WebcamCamera) and webcam.index == 1
+    assert SPEC_FORMS[2:] == ("pylon[:SERIAL]", "webcam:INDEX")
+
+
+def test_unpaced_flag_sets_video_files_to_decode_speed():
+    from facestream.streamer.cli import _overrides
+    from facestream.streamer.config import load_config
+
+    assert load_config(overrides=_overrides(realtime=False))["camera"]["realtime"] is False
+    assert load_config(overrides=_overrides(realtime=None))["camera"]["realtime"] is True
