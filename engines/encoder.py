@@ -12,7 +12,10 @@ session statistics with normalisation constants and outlier thresholds fixed in 
 numbers as ``KeypointsEncoder.forward`` on the sequence cleaned by ``clean_and_normalise``.
 
 Model files are ``.npz`` archives (read with ``allow_pickle=False``) holding the state-dict arrays
-under their torch names plus ``meta``, a 0-d unicode array with a JSON object.
+under their torch names plus ``meta``, a 0-d unicode array with a JSON object. An encoder whose
+outputs are principal components may also hold the projection from its training population
+(``projection.mean``, ``projection.scale``, ``projection.components``: ``NeuralProjection``),
+so that its outputs can be turned back into neurons and new recordings into its components.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ N_IN = 2 * N_KEYPOINTS
 FORMAT = "facestream-encoder"
 FORMAT_VERSION = 1
 KINDS = ("pcs", "neurons")
+PROJECTION_ARRAYS = ("projection.mean", "projection.scale", "projection.components")
 
 
 class EncoderFileError(ValueError):
@@ -170,19 +174,20 @@ class InputCleaner:
 
     def __call__(self, keypoints: np.ndarray) -> np.ndarray:
         """(15, 3) raw keypoints -> (30,) float32 normalised inputs."""
-        keypoints = np.asarray(keypoints, dtype=np.float64)
+        keypoints = np.asarray(keypoints)
         if keypoints.shape != (N_KEYPOINTS, 3):
             raise ValueError(f"keypoints must have shape ({N_KEYPOINTS}, 3), got {keypoints.shape}")
-        xy, likelihood = keypoints[:, :2], keypoints[:, 2]
+        finite = np.isfinite(keypoints[:, :2]).all(axis=1)
+        confident = finite & (keypoints[:, 2] >= self.spec.likelihood_threshold)
+        # non-finite positions (never accepted) are replaced so that no arithmetic sees them
+        xy = np.where(finite[:, None], keypoints[:, :2], self._held)
         limit = self.spec.jump_threshold_px
-        with np.errstate(invalid="ignore"):
-            confident = np.isfinite(xy).all(axis=1) & (likelihood >= self.spec.likelihood_threshold)
-            near_held = np.abs(xy - self._held).max(axis=1) <= limit
-            near_seen = np.abs(xy - self._seen).max(axis=1) <= limit
+        near_held = np.abs(xy - self._held).max(axis=1) <= limit
+        near_seen = np.abs(xy - self._seen).max(axis=1) <= limit  # False while nothing was seen (NaN)
         accept = confident & (~self._accepted | near_held | near_seen)
-        self._held[accept] = xy[accept]
+        np.copyto(self._held, xy, where=accept[:, None])
         self._accepted |= accept
-        self._seen[confident] = xy[confident]
+        np.copyto(self._seen, xy, where=confident[:, None])
         return ((self._held.reshape(N_IN) - self.spec.mean) / self.spec.std).astype(np.float32)
 
 
@@ -190,6 +195,41 @@ def clean_and_normalise(sequence: np.ndarray, spec: InputSpec) -> np.ndarray:
     """(T, 15, 3) raw keypoints -> (T, 30) float32 inputs, exactly as StreamingEncoder sees them."""
     cleaner = InputCleaner(spec)
     return np.stack([cleaner(frame) for frame in np.asarray(sequence)]).reshape(-1, N_IN)
+
+
+@dataclass(frozen=True, eq=False)
+class NeuralProjection:
+    """The principal components an encoder predicts, in terms of the recorded neurons.
+
+    pcs = ((activity - mean) / scale) @ components and activity ~ pcs @ components.T * scale
+    + mean, with mean and scale (n_neurons,) each neuron's mean and standard deviation on the
+    training part, and components (n_neurons, n_pcs) with orthonormal columns.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    components: np.ndarray
+
+    def __post_init__(self) -> None:
+        for field in ("mean", "scale", "components"):
+            object.__setattr__(self, field, np.asarray(getattr(self, field), dtype=np.float32))
+        n = len(self.mean)
+        if self.mean.shape != (n,) or self.scale.shape != (n,) or self.components.ndim != 2 or len(self.components) != n:
+            raise ValueError("projection: mean and scale must be (n_neurons,) and components (n_neurons, n_pcs)")
+        if not all(np.isfinite(a).all() for a in (self.mean, self.scale, self.components)) or not (self.scale > 0).all():
+            raise ValueError("projection: arrays must be finite and scale positive")
+
+    @property
+    def n_neurons(self) -> int:
+        return len(self.mean)
+
+    def to_pcs(self, activity: np.ndarray) -> np.ndarray:
+        """(..., n_neurons) activity -> (..., n_pcs) components."""
+        return ((np.asarray(activity, np.float32) - self.mean) / self.scale) @ self.components
+
+    def to_neurons(self, pcs: np.ndarray) -> np.ndarray:
+        """(..., n_pcs) components -> (..., n_neurons) activity."""
+        return np.asarray(pcs, np.float32) @ self.components.T * self.scale + self.mean
 
 
 def _layer_shapes(meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -211,12 +251,16 @@ class StreamingEncoder:
     """One frame of keypoints in, one prediction out; numpy only, fixed-size state.
 
     The state is the cleaner's held keypoints and a (K, n_in) window of the first layer's
-    outputs. With lookahead L, the output of a step refers to the frame L steps before the
-    newest input; the first L outputs after reset() precede the first frame.
+    outputs, kept twice over in a (2K, n_in) ring so that the newest K rows are always one
+    contiguous slice. With lookahead L, the output of a step refers to the frame L steps
+    before the newest input; the first L outputs after reset() precede the first frame.
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Path, sha256: str) -> None:
-        self.meta, self.path, self.sha256 = meta, path, sha256
+    def __init__(
+        self, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Path, sha256: str,
+        projection: NeuralProjection | None = None,
+    ) -> None:
+        self.meta, self.path, self.sha256, self.projection = meta, path, sha256, projection
         self.arrays = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()}
         self.inputs = InputSpec(
             np.array(meta["mean"]), np.array(meta["std"]), meta["likelihood_threshold"], meta["jump_threshold_px"]
@@ -231,18 +275,20 @@ class StreamingEncoder:
         self._w2, self._b2 = a["core.features.latent.0.weight"], a["core.features.latent.0.bias"]
         self._wr, self._br = a["readout.features.linear0.weight"], a["readout.features.linear0.bias"]
         self._cleaner = InputCleaner(self.inputs)
-        self._window = np.zeros((self.kernel_frames, meta["n_in"]), dtype=np.float32)
+        self._ring = np.zeros((2 * self.kernel_frames, meta["n_in"]), dtype=np.float32)
+        self._newest = self.kernel_frames - 1
 
     def reset(self) -> None:
         self._cleaner.reset()
-        self._window[:] = 0
+        self._ring[:] = 0
+        self._newest = self.kernel_frames - 1
 
     def step(self, keypoints: np.ndarray) -> np.ndarray:
         """(15, 3) [x, y, likelihood] -> (n_out,) float32 prediction for frame t - lookahead."""
         x = self._cleaner(keypoints)
-        self._window[:-1] = self._window[1:]
-        self._window[-1] = self._w0 @ x + self._b0
-        filtered = self._wavelets @ self._window  # (n_filt, n_in)
+        k = self._newest = (self._newest + 1) % self.kernel_frames
+        self._ring[k] = self._ring[k + self.kernel_frames] = self._w0 @ x + self._b0
+        filtered = self._wavelets @ self._ring[k + 1:k + 1 + self.kernel_frames]  # (n_filt, n_in), oldest first
         h = np.maximum(filtered.T.reshape(-1), 0)
         h = np.maximum(self._w1 @ h + self._b1, 0)
         h = np.maximum(self._w2 @ h + self._b2, 0)
@@ -257,6 +303,40 @@ class StreamingEncoder:
         module.load_state_dict({name: torch.from_numpy(a.copy()) for name, a in self.arrays.items()})
         return module
 
+    @property
+    def n_neurons(self) -> int | None:
+        """Neurons of the population the outputs describe (None: not recorded in the file)."""
+        if self.meta["kind"] == "neurons":
+            return self.n_out
+        return self.meta.get("n_neurons")
+
+    def output_meta(self, frame_rate_hz: float | None = None) -> dict[str, Any]:
+        """What each frame's ``neural`` holds: the stream's ``meta.neural``.
+
+        frame_rate_hz: the camera's rate, for the look-ahead's latency (default: the rate the
+        encoder was trained at).
+        """
+        m = self.meta
+        rate = frame_rate_hz or m["frame_rate_hz"]
+        lookahead = m["lookahead_frames"]
+        if not m["trained"]:
+            values = "untrained weights: the values carry no meaning"
+        elif m["kind"] == "pcs":
+            values = (f"predicted principal components of the activity of {self.n_neurons} neurons (each z-scored), "
+                      "largest variance first")
+        else:
+            values = "predicted activity of each neuron, in the units of the training data"
+        return {
+            "kind": m["kind"],
+            "length": self.n_out,
+            "n_neurons": self.n_neurons,
+            "lookahead_frames": lookahead,
+            "lookahead_ms": None if not rate else 1000.0 * lookahead / rate,
+            "trained": m["trained"],
+            "test_variance_explained": m.get("training", {}).get("test_variance_explained"),
+            "values": values,
+        }
+
     def describe(self) -> dict[str, Any]:
         m = self.meta
         return {
@@ -265,11 +345,14 @@ class StreamingEncoder:
             "sha256": self.sha256,
             "kind": m["kind"],
             "n_out": m["n_out"],
+            "n_neurons": self.n_neurons,
             "kernel_frames": m["kernel_frames"],
             "lookahead_frames": m["lookahead_frames"],
             "output_frame": f"each step's output refers to frame t - {m['lookahead_frames']} (t = newest input)",
             "trained": m["trained"],
             "frame_rate_hz": m["frame_rate_hz"],
+            "projection": self.projection is not None,
+            "test_variance_explained": m.get("training", {}).get("test_variance_explained"),
             "inputs": {
                 "bodyparts": list(m["bodyparts"]),
                 "features": "x, y of each bodypart (pixels), z-scored with the file's fixed mean and std",
@@ -289,12 +372,23 @@ def save_encoder(
     inputs: InputSpec,
     trained: bool,
     frame_rate_hz: float | None = None,
+    projection: NeuralProjection | None = None,
+    n_neurons: int | None = None,
+    training: dict[str, Any] | None = None,
 ) -> None:
-    """Write module's weights and metadata to an .npz model file (no pickle)."""
+    """Write module's weights and metadata to an .npz model file (no pickle).
+
+    projection: for kind "pcs", how the outputs relate to the training population's neurons.
+    n_neurons: the population's size when there is no projection. training: a JSON-able
+    summary of how the weights were fitted (its ``test_variance_explained`` is shown in the
+    stream's ``meta``).
+    """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if module.n_in != N_IN:
         raise ValueError(f"module must take {N_IN} inputs, has {module.n_in}")
+    if projection is not None and (kind != "pcs" or projection.components.shape[1] != module.n_out):
+        raise ValueError(f"a projection needs kind 'pcs' and {module.n_out} components")
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -315,7 +409,13 @@ def save_encoder(
         "bodyparts": list(BODYPARTS),
         "frame_rate_hz": None if frame_rate_hz is None else float(frame_rate_hz),
     }
+    if projection is not None or n_neurons is not None:
+        meta["n_neurons"] = projection.n_neurons if projection is not None else int(n_neurons)
+    if training is not None:
+        meta["training"] = training
     arrays = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in module.state_dict().items()}
+    if projection is not None:
+        arrays.update(zip(PROJECTION_ARRAYS, (projection.mean, projection.scale, projection.components)))
     with open(path, "wb") as f:
         np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
 
@@ -365,6 +465,11 @@ def _check_meta(meta: Any) -> str | None:
         return f"bad normalisation: {exc}"
     if not all(math.isfinite(meta[k]) for k in ("likelihood_threshold", "jump_threshold_px")):
         return "thresholds must be finite"
+    if "training" in meta and not isinstance(meta["training"], dict):
+        return "meta 'training' must be an object"
+    n_neurons = meta.get("n_neurons", 1)
+    if not isinstance(n_neurons, int) or isinstance(n_neurons, bool) or n_neurons < 1:
+        return "meta 'n_neurons' must be a positive integer"
     return None
 
 
@@ -400,6 +505,7 @@ def load_encoder(path: str | Path | None = None) -> StreamingEncoder:
     if problem:
         raise fail(problem)
 
+    projection = _projection(arrays, meta, fail)
     expected = _layer_shapes(meta)
     missing = sorted(set(expected) - set(arrays))
     extra = sorted(set(arrays) - set(expected))
@@ -413,4 +519,24 @@ def load_encoder(path: str | Path | None = None) -> StreamingEncoder:
             raise fail(f"array {name!r} has shape {a.shape}, expected {shape}")
         if a.dtype.kind != "f" or not np.isfinite(a).all():
             raise fail(f"array {name!r} is not finite floating point ({a.dtype})")
-    return StreamingEncoder(arrays, meta, path, hashlib.sha256(raw).hexdigest())
+    return StreamingEncoder(arrays, meta, path, hashlib.sha256(raw).hexdigest(), projection)
+
+
+def _projection(arrays: dict[str, np.ndarray], meta: dict[str, Any], fail) -> NeuralProjection | None:
+    """Take the projection arrays out of ``arrays``: all three or none, consistent with meta."""
+    present = [name for name in PROJECTION_ARRAYS if name in arrays]
+    if not present:
+        return None
+    if len(present) != len(PROJECTION_ARRAYS):
+        raise fail(f"has only some of the projection arrays {list(PROJECTION_ARRAYS)}")
+    mean, scale, components = (arrays.pop(name) for name in PROJECTION_ARRAYS)
+    if meta["kind"] != "pcs" or components.ndim != 2 or components.shape[1] != meta["n_out"]:
+        raise fail(f"projection.components must be (n_neurons, {meta['n_out']}) for kind 'pcs'")
+    if meta.get("n_neurons") != len(components):
+        raise fail(f"meta n_neurons {meta.get('n_neurons')} does not match projection.components ({len(components)} rows)")
+    if any(a.dtype.kind != "f" for a in (mean, scale, components)):
+        raise fail("projection arrays must be floating point")
+    try:
+        return NeuralProjection(mean, scale, components)
+    except ValueError as exc:
+        raise fail(str(exc)) from None

@@ -20,6 +20,16 @@ Files written into the output folder:
     amplitude, sniffing, pupil, blink, lick, grooming, head motion, illumination, ...; see
     ``facestream.camera_adapters.face_behaviour`` for units).
   - attributes on the root: ``fps``, ``seed``, ``width``, ``height``, ``frames``, ``bodyparts``.
+
+- ``neural.npy``: float32 (neurons, samples), the activity of a synthetic population driven by
+  the face's latent behaviours (``facestream.engines.synthetic_neurons``; the population's
+  seed is the face's), sampled at its own rate (``neural_rate``, 30 Hz by default), as a
+  two-photon or electrophysiology rig beside the camera would.
+- ``neural_t_ns.npy``: int64 (samples,), the neural sample times in ns on the frames' clock
+  (the same zero as ``/facestream/t_ns``): sample ``k`` at ``(0.25 + k) / neural_rate`` s, a
+  quarter period after the first frame, up to the last frame's time.
+
+  Neither neural file is written with ``neurons=0``.
 """
 from __future__ import annotations
 
@@ -33,35 +43,46 @@ from tqdm import tqdm
 
 from facestream.camera_adapters.synthetic import LATENT_NAMES, SyntheticCamera
 from facestream.engines.bodyparts import BODYPARTS, N_KEYPOINTS
+from facestream.engines.synthetic_neurons import NeuralPopulation, neural_times
 from facestream.streamer.config import ConfigError
 
 VIDEO_NAME = "synthetic.avi"
 POSE_NAME = "synthetic_FacemapPose.h5"
+NEURAL_NAME = "neural.npy"
+NEURAL_TIMES_NAME = "neural_t_ns.npy"
 _JPEG_QUALITY = 95
 
 
 @dataclass(frozen=True)
 class Session:
-    """What was written: the two files and the number of frames."""
+    """What was written: the files, the number of frames and of neurons (0: no neural files)."""
 
     video: Path
     pose: Path
     frames: int
+    neural: Path | None = None
+    neural_times: Path | None = None
+    neurons: int = 0
 
 
 def write_session(
     out_dir: str | Path, frames: int, *, seed: int = 0, fps: float = 50.0, width: int = 640,
-    height: int = 480, progress: bool = True,
+    height: int = 480, neurons: int = 1000, neural_rate: float = 30.0, progress: bool = True,
 ) -> Session:
-    """Render ``frames`` synthetic frames into ``out_dir`` (created if missing).
+    """Render ``frames`` synthetic frames into ``out_dir`` (created if missing), with the
+    activity of ``neurons`` synthetic neurons sampled at ``neural_rate`` Hz.
 
-    Raises ConfigError for frames < 1 or fps <= 0, OSError when the folder or a file cannot be
-    written, CameraError for a frame size the camera refuses.
+    Raises ConfigError for frames < 1, fps <= 0, neurons < 0 or neural_rate <= 0, OSError when
+    the folder or a file cannot be written, CameraError for a frame size the camera refuses.
     """
     if frames < 1:
         raise ConfigError(f"frames must be at least 1, not {frames}")
     if fps <= 0:
         raise ConfigError(f"fps must be positive, not {fps}")
+    if neurons < 0:
+        raise ConfigError(f"neurons must not be negative, not {neurons}")
+    if neural_rate <= 0:
+        raise ConfigError(f"neural rate must be positive, not {neural_rate}")
     camera = SyntheticCamera(width, height, fps=fps, seed=seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -95,4 +116,14 @@ def write_session(
         g = f.create_group("latents")
         for i, name in enumerate(LATENT_NAMES):
             g[name] = latents[:, i]
-    return Session(video_path, pose_path, frames)
+    if not neurons:
+        return Session(video_path, pose_path, frames)
+    times_s = neural_times(camera.time_of(frames - 1), neural_rate, 0.25 / neural_rate)
+    activity = np.zeros((neurons, 0), np.float32)
+    if len(times_s):
+        population = NeuralPopulation.create(neurons, seed)
+        activity = population.sample(camera.model.latents, times_s, np.random.default_rng([seed, 0x4E55, 1]))
+    neural_path, times_path = out / NEURAL_NAME, out / NEURAL_TIMES_NAME
+    np.save(neural_path, activity)
+    np.save(times_path, np.round(times_s * 1e9).astype(np.int64))
+    return Session(video_path, pose_path, frames, neural_path, times_path, neurons)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from facestream.camera_adapters.synthetic import SyntheticCamera
 from facestream.engines.bodyparts import N_KEYPOINTS
 from facestream.engines.encoder import (
     EncoderFileError,
@@ -16,6 +17,7 @@ from facestream.engines.encoder import (
     load_encoder,
     save_encoder,
 )
+from facestream.engines.synthetic_neurons import NeuralPopulation
 
 SPEC = InputSpec(np.tile([320.0, 240.0], N_KEYPOINTS), np.full(2 * N_KEYPOINTS, 100.0), 0.52, 25.0)
 
@@ -231,7 +233,8 @@ class _Touch:
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "text", "npy", "no_meta", "bad_json", "missing_array", "wrong_shape", "nan_weights", "pickle"],
+    ["missing", "text", "npy", "no_meta", "bad_json", "missing_array", "wrong_shape", "nan_weights", "pickle",
+     "partial_projection", "projection_rows"],
 )
 def test_bad_files_raise_encoder_file_error(tmp_path, case):
     path = tmp_path / f"{case}.npz"
@@ -252,6 +255,10 @@ def test_bad_files_raise_encoder_file_error(tmp_path, case):
         _write_default_arrays(path, **{"core.features.wavelet0.weight": np.zeros((10, 1, 200), np.float32)})
     elif case == "nan_weights":
         _write_default_arrays(path, **{"core.features.linear0.0.bias": np.full(30, np.nan, np.float32)})
+    elif case == "partial_projection":
+        _write_default_arrays(path, **{"projection.scale": None})
+    elif case == "projection_rows":
+        _write_default_arrays(path, **{"projection.components": np.zeros((999, 128), np.float32)})
     elif case == "pickle":
         evil = np.empty(1, dtype=object)
         evil[0] = _Touch(marker)
@@ -270,9 +277,61 @@ def test_default_model():
     d = encoder.describe()
     assert json.loads(json.dumps(d)) == d
     assert (d["kernel_frames"], d["lookahead_frames"], d["n_out"], d["kind"]) == (201, 0, 128, "pcs")
-    assert d["inputs"]["jump_threshold_px"] == 25.0
+    assert d["trained"] and d["projection"] and d["n_neurons"] == 1000 and d["frame_rate_hz"] == 50.0
+    assert d["test_variance_explained"] > 0
+    assert d["inputs"]["jump_threshold_px"] >= 5.0
     assert 0.5 < d["inputs"]["likelihood_threshold"] < 0.544
-    np.testing.assert_array_equal(encoder.inputs.mean, np.tile([320.0, 240.0], N_KEYPOINTS))
-    np.testing.assert_array_equal(encoder.inputs.std, 100.0)
+    assert (encoder.inputs.std >= 1.0).all()
+    assert encoder.path.stat().st_size < 1_000_000
     y = encoder.step(walk(1)[0])
     assert y.shape == (128,) and y.dtype == np.float32 and np.isfinite(y).all()
+
+
+def test_output_meta_says_what_neural_holds(tmp_path):
+    _, untrained = make_encoder(tmp_path, lookahead=5)
+    meta = untrained.output_meta(100.0)
+    assert (meta["kind"], meta["length"], meta["lookahead_frames"], meta["lookahead_ms"]) == ("pcs", 128, 5, 50.0)
+    assert not meta["trained"] and "no meaning" in meta["values"]
+    default = load_encoder().output_meta(None)  # an unpaced camera: the rate it was trained at
+    assert (default["lookahead_ms"], default["trained"], default["n_neurons"]) == (0.0, True, 1000)
+    assert "principal components" in default["values"] and "1000 neurons" in default["values"]
+    assert json.loads(json.dumps(default)) == default
+
+
+def synthetic_face(start: int, frames: int, seed: int = 0) -> tuple[SyntheticCamera, np.ndarray]:
+    """The synthetic camera and the true keypoints of its frames start .. start + frames - 1."""
+    camera = SyntheticCamera(640, 480, fps=50.0, seed=seed)
+    return camera, np.stack([camera.model.pose(camera.time_of(k)).keypoints for k in range(start, start + frames)])
+
+
+def test_default_streams_causally_and_as_the_whole_sequence():
+    encoder = load_encoder()
+    _, seq = synthetic_face(0, 500)
+    seq = seq.astype(np.float64)
+    seq[120, 4, 0] = np.nan
+    seq[200:205, 8, 2] = 0.0
+    seq[300, 2, :2] += 90.0
+    streamed = stream(encoder, seq)
+    whole = forward(encoder.to_module(), clean_and_normalise(seq, encoder.inputs))
+    assert np.isfinite(streamed).all()
+    assert np.abs(streamed - whole).max() <= 1e-4 * np.abs(whole).max()
+    changed = seq.copy()
+    changed[401:, :, :2] += 15.0
+    out = stream(encoder, changed)
+    np.testing.assert_array_equal(out[:401], streamed[:401])
+    assert np.abs(out[401:] - streamed[401:]).max() > 1e-3
+
+
+def test_default_predicts_held_out_synthetic_activity():
+    """Two minutes after the 15,000 frames it was trained on: its principal components are predicted."""
+    encoder = load_encoder()
+    start, frames, warm_up = 16_000, 6000, 201
+    camera, keypoints = synthetic_face(start, frames)
+    times = np.array([camera.time_of(k) for k in range(start, start + frames)])
+    population = NeuralPopulation.create(1000, seed=0)
+    activity = population.sample(camera.model.latents, times, np.random.default_rng(7))
+    target = encoder.projection.to_pcs(activity.T)[warm_up:]
+    predicted = stream(encoder, keypoints)[warm_up:]
+    explained = 1 - ((target - predicted) ** 2).mean() / ((target - target.mean(axis=0)) ** 2).mean()
+    shuffled = 1 - ((target - predicted[::-1]) ** 2).mean() / ((target - target.mean(axis=0)) ** 2).mean()
+    assert explained > 0.25 and explained > shuffled + 0.25

@@ -1,6 +1,7 @@
 """`facestream simulate`: a synthetic session on disk, checked against the camera that made it."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -13,9 +14,11 @@ from facestream.camera_adapters.synthetic import LATENT_NAMES, SyntheticCamera
 from facestream.engines.bodyparts import BODYPARTS
 from facestream.streamer.cli import main
 from facestream.streamer.config import ConfigError
-from facestream.streamer.simulate import POSE_NAME, VIDEO_NAME, write_session
+from facestream.engines.synthetic_neurons import NeuralPopulation
+from facestream.streamer.simulate import NEURAL_NAME, NEURAL_TIMES_NAME, POSE_NAME, VIDEO_NAME, write_session
 
 FRAMES, FPS, SEED, SIZE = 30, 25.0, 4, (320, 240)
+NEURONS, NEURAL_RATE = 300, 20.0
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +26,7 @@ def session(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sim") / "new folder"
     result = CliRunner().invoke(main, [
         "simulate", "--frames", str(FRAMES), "--out", str(out), "--seed", str(SEED), "--fps", str(FPS),
-        "--width", str(SIZE[0]), "--height", str(SIZE[1]),
+        "--width", str(SIZE[0]), "--height", str(SIZE[1]), "--neurons", str(NEURONS), "--neural-rate", str(NEURAL_RATE),
     ])
     assert result.exit_code == 0, result.output
     return out
@@ -78,15 +81,68 @@ def test_the_pose_file_has_facemaps_layout_and_the_true_keypoints(session):
         assert list(f.attrs["bodyparts"]) == list(BODYPARTS)
 
 
+def test_the_neural_files_hold_the_population_at_its_own_rate(session):
+    activity = np.load(session / NEURAL_NAME)
+    t_ns = np.load(session / NEURAL_TIMES_NAME)
+    last_frame_s = (FRAMES - 1) / FPS
+    assert t_ns.dtype == np.int64 and activity.dtype == np.float32
+    assert activity.shape == (NEURONS, len(t_ns))
+    expected = np.arange(0.25, 100) / NEURAL_RATE
+    expected = expected[expected <= last_frame_s]
+    assert len(t_ns) == len(expected) > 20
+    np.testing.assert_allclose(t_ns, expected * 1e9, atol=1)
+    cam = SyntheticCamera(*SIZE, fps=FPS, seed=SEED)
+    population = NeuralPopulation.create(NEURONS, SEED)
+    rates = population.rates(cam.model.latents, t_ns / 1e9)
+    noise = (activity - rates) / population.noise_sd[:, None]
+    assert abs(noise.mean()) < 0.05 and 0.95 < noise.std() < 1.05, "the rates plus unit-scaled noise"
+    assert np.corrcoef(rates.ravel(), activity.ravel())[0, 1] > 0.5
+
+
+def test_population_leads_and_lags_behaviour_by_its_shifts():
+    cam = SyntheticCamera(320, 240, fps=50.0, seed=1)
+    population = NeuralPopulation.create(200, seed=1)
+    leading, lagging = np.flatnonzero(population.shift_s <= -0.1)[0], np.flatnonzero(population.shift_s >= 0.1)[0]
+    unshifted = replace(population, shift_s=np.zeros(200))
+    t = np.linspace(3.0, 5.0, 41)
+    for i in (leading, lagging):
+        np.testing.assert_allclose(
+            population.rates(cam.model.latents, t)[i], unshifted.rates(cam.model.latents, t - population.shift_s[i])[i],
+            rtol=1e-9, atol=1e-9)
+    assert 0.2 < (population.shift_s < 0).mean() < 0.4
+
+
+def test_population_is_a_function_of_seed_and_time():
+    cam = SyntheticCamera(320, 240, fps=50.0, seed=2)
+    population = NeuralPopulation.create(100, seed=2)
+    whole = population.rates(cam.model.latents, np.arange(0, 300) / 30.0)
+    part = population.rates(cam.model.latents, np.arange(200, 260) / 30.0)
+    np.testing.assert_allclose(part, whole[:, 200:260], rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(NeuralPopulation.create(100, seed=2).weights, population.weights)
+    assert not np.array_equal(NeuralPopulation.create(100, seed=3).weights, population.weights)
+    s = np.linalg.svd(whole - whole.mean(axis=1, keepdims=True), compute_uv=False) ** 2
+    assert s[:12].sum() / s.sum() > 0.9, "low-dimensional: a dozen components hold the rates"
+
+
+def test_no_neural_files_without_neurons(tmp_path):
+    session = write_session(tmp_path, 3, neurons=0, progress=False)
+    assert session.neural is None and not (tmp_path / NEURAL_NAME).exists()
+    assert not (tmp_path / NEURAL_TIMES_NAME).exists()
+
+
 def test_write_session_refuses_nonsense(tmp_path):
     with pytest.raises(ConfigError):
         write_session(tmp_path, 0, progress=False)
     with pytest.raises(ConfigError):
         write_session(tmp_path, 3, fps=0.0, progress=False)
+    with pytest.raises(ConfigError):
+        write_session(tmp_path, 3, neurons=-1, progress=False)
+    with pytest.raises(ConfigError):
+        write_session(tmp_path, 3, neural_rate=0.0, progress=False)
     assert not (tmp_path / VIDEO_NAME).exists()
 
 
-@pytest.mark.parametrize("case", ["no frames", "no fps", "out is a file", "out below a file"])
+@pytest.mark.parametrize("case", ["no frames", "no fps", "out is a file", "out below a file", "no neural rate"])
 def test_cli_errors_are_one_line_and_fail(tmp_path, case):
     blocker = tmp_path / "a file"
     blocker.write_text("not a folder")
@@ -95,6 +151,7 @@ def test_cli_errors_are_one_line_and_fail(tmp_path, case):
         "no fps": ["--frames", "2", "--fps", "0", "--out", str(tmp_path / "x")],
         "out is a file": ["--frames", "2", "--out", str(blocker)],
         "out below a file": ["--frames", "2", "--out", str(blocker / "sub")],
+        "no neural rate": ["--frames", "2", "--neural-rate", "0", "--out", str(tmp_path / "x")],
     }[case]
     result = CliRunner().invoke(main, ["simulate", "--quiet", *args])
     assert result.exit_code != 0
