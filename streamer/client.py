@@ -3,22 +3,31 @@
     from facestream.streamer.client import Subscriber
     with Subscriber("tcp://127.0.0.1:5555") as sub:
         while True:
-            msg = sub.recv(timeout=1.0)
-            if msg and msg.topic == "frame":
-                print(msg.data["frame_id"], msg.data["keypoints"][8])
+            msg = sub.latest(timeout=1.0)        # the newest frame; older ones are skipped
+            if msg:
+                r = msg.result                   # numpy arrays: r.keypoints (15, 3), r.neural
+                print(r.frame_id, r.keypoints[8], f"{r.age_ms():.1f} ms old", sub.meta["status"])
 
-It keeps the newest ``meta`` at hand and counts the frame messages this subscriber lost
-(gaps in ``seq``).
+Two ways to read: ``recv()`` gives every message in order (for recording or analysis: a
+slow reader falls behind and, past its queue, loses messages), ``latest()`` drains what has
+arrived and gives only the newest frame (for closed loops: the reader never falls behind).
+``run(callback)`` is the callback form of either. Payloads are decoded in both encodings
+(msgpack, JSON). The newest ``meta`` is kept in ``sub.meta``; frames this subscriber lost
+(gaps in ``seq``) are counted in ``lost``, frames ``latest()`` passed over in ``skipped``.
+
+ZeroMQ's own ``CONFLATE`` option (keep only the newest message) is not used: it does not
+support multipart messages and would keep one part of ``[topic, payload]``.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
 import zmq
 
 from facestream.streamer import protocol
+from facestream.streamer.protocol import Result
 
 
 @dataclass
@@ -26,12 +35,27 @@ class Message:
     topic: str
     data: dict[str, Any]
     t_receive_ns: int
+    _result: Result | None = field(default=None, repr=False)
 
     @property
     def latency_ms(self) -> float | None:
         """Capture-to-receipt time of a frame message (same host only: monotonic clocks)."""
         t = self.data.get("t_capture_ns")
         return None if t is None else (self.t_receive_ns - t) / 1e6
+
+    @property
+    def result(self) -> Result | None:
+        """The frame as a :class:`Result` with numpy arrays; None for ``meta``."""
+        if self.topic != "frame":
+            return None
+        if self._result is None:
+            self._result = Result.from_message(self.data)
+        return self._result
+
+    def age_ms(self) -> float | None:
+        """Milliseconds since the frame reached the host, now (same host only)."""
+        t = self.data.get("t_capture_ns")
+        return None if t is None else (time.monotonic_ns() - t) / 1e6
 
 
 class Subscriber:
@@ -45,6 +69,7 @@ class Subscriber:
         self._sock.connect(endpoint)
         self.meta: dict[str, Any] | None = None
         self.lost = 0
+        self.skipped = 0
         self.frames = 0
         self._last_seq: int | None = None
 
@@ -54,18 +79,62 @@ class Subscriber:
             return None
         topic, payload = self._sock.recv_multipart()
         now = time.monotonic_ns()
+        data = self._decode(topic, payload)
+        if topic == protocol.TOPIC_FRAME:
+            self._count(data["seq"], passed_over=0)
+        return Message(topic.decode(), data, now)
+
+    def latest(self, timeout: float | None = None) -> Message | None:
+        """The newest frame message that has arrived, waiting up to ``timeout`` seconds for
+        one (None: forever); None if none came. Older frames waiting in the queue are
+        dropped unread and counted in ``skipped``; ``meta`` messages among them update ``meta``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        newest: tuple[bytes, int] | None = None
+        passed_over = 0
+        while newest is None:
+            wait_ms = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            if not self._sock.poll(wait_ms, zmq.POLLIN):
+                return None
+            while True:  # drain without blocking
+                try:
+                    topic, payload = self._sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if topic == protocol.TOPIC_FRAME:
+                    if newest is not None:
+                        passed_over += 1
+                    newest = (payload, time.monotonic_ns())
+                else:
+                    self._decode(topic, payload)
+        payload, now = newest
+        data = self._decode(protocol.TOPIC_FRAME, payload)
+        self._count(data["seq"], passed_over)
+        return Message("frame", data, now)
+
+    def run(self, callback: Callable[[Result], Any], latest: bool = True,
+            should_stop: Callable[[], bool] = lambda: False, poll_s: float = 0.1) -> None:
+        """Call ``callback(result)`` for each frame (the newest only, or every one with
+        ``latest=False``) until ``should_stop()`` is true or the callback returns False."""
+        read = self.latest if latest else self.recv
+        while not should_stop():
+            msg = read(timeout=poll_s)
+            if msg is not None and msg.topic == "frame" and callback(msg.result) is False:
+                return
+
+    def _decode(self, topic: bytes, payload: bytes) -> dict[str, Any]:
         data = protocol.unpack(topic, payload)
         if topic == protocol.TOPIC_META:
             self.meta = data
-        else:
-            self._count(data["seq"])
-        return Message(topic.decode(), data, now)
+        return data
 
-    def _count(self, seq: int) -> None:
-        if self._last_seq is not None and seq > self._last_seq + 1:
-            self.lost += seq - self._last_seq - 1
+    def _count(self, seq: int, passed_over: int) -> None:
+        """Frames received, passed over by latest(), and lost before they reached this socket
+        (a seq gap larger than what was passed over)."""
+        if self._last_seq is not None and seq > self._last_seq + 1 + passed_over:
+            self.lost += seq - self._last_seq - 1 - passed_over
         self._last_seq = seq
-        self.frames += 1
+        self.skipped += passed_over
+        self.frames += 1 + passed_over
 
     def __iter__(self) -> Iterator[Message]:
         while True:

@@ -1,37 +1,99 @@
 """Protocol v1: the messages on the wire, shared by the publisher and every client.
 
-A message is a ZeroMQ multipart ``[topic, payload]``; the payload is msgpack made of plain
-types only (maps, arrays, integers, floats, strings, nil) so any msgpack library decodes it.
-docs/protocol.md is the reference for subscribers in other languages.
+A message is a ZeroMQ multipart ``[topic, payload]``. The payload is a map of plain types only
+(maps, arrays, integers, floats, strings, nil) in one of two encodings: msgpack (the default)
+or JSON (``--encoding json``, for consumers without a msgpack decoder, such as Bonsai.ZeroMQ).
+Both carry the same fields and a decoder tells them apart by the first byte: a JSON payload
+starts with ``{``, which is never the first byte of a msgpack map. docs/protocol.md is the
+reference for subscribers in other languages.
 """
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import numpy as np
 
 VERSION = 1
 TOPIC_FRAME = b"frame"
 TOPIC_META = b"meta"
-TOPICS = (TOPIC_FRAME, TOPIC_META)
+TOPIC_PREVIEW = b"preview"  # a downscaled JPEG for monitors, sent only while one subscribes to it
+TOPICS = (TOPIC_FRAME, TOPIC_META, TOPIC_PREVIEW)
+ENCODINGS = ("msgpack", "json")
 
 
 class ProtocolError(ValueError):
     """A message that is not protocol v1."""
 
 
-def pack(message: dict[str, Any]) -> bytes:
+def pack(message: dict[str, Any], encoding: str = "msgpack") -> bytes:
+    if encoding == "json":
+        # allow_nan=False: NaN and Infinity are not JSON, so refuse rather than send them
+        return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
     return msgpack.packb(message, use_bin_type=True)
 
 
+def encoding_of(payload: bytes) -> str:
+    return "json" if payload[:1] == b"{" else "msgpack"
+
+
 def unpack(topic: bytes, payload: bytes) -> dict[str, Any]:
-    """Decode one message, checking its topic and version."""
+    """Decode one message in either encoding, checking its topic and version."""
     if topic not in TOPICS:
         raise ProtocolError(f"unknown topic {topic!r}")
     try:
-        message = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        if encoding_of(payload) == "json":
+            message = json.loads(payload)
+        else:
+            message = msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as e:
         raise ProtocolError(f"undecodable {topic.decode()} payload: {e}") from None
     if not isinstance(message, dict) or message.get("v") != VERSION:
         raise ProtocolError(f"{topic.decode()} message is not protocol v{VERSION}")
     return message
+
+
+@dataclass
+class Result:
+    """One frame message with numpy arrays: what a client reads and what a hook is given.
+
+    keypoints: (15, 3) [x, y, likelihood] in frame pixels, Facemap's bodypart order.
+    neural: (n,) predicted activity. The ``*_predicted`` fields and ``t_predicted_ns`` are
+    present only when the publisher forecasts (``stream.predict_ms`` > 0), else None.
+    """
+
+    seq: int
+    frame_id: int
+    t_capture_ns: int
+    t_publish_ns: int
+    t_camera_ns: int | None
+    camera: str
+    keypoints: np.ndarray
+    neural: np.ndarray
+    dropped: int
+    keypoints_predicted: np.ndarray | None = None
+    neural_predicted: np.ndarray | None = None
+    t_predicted_ns: int | None = None
+
+    @classmethod
+    def from_message(cls, m: dict[str, Any]) -> "Result":
+        predicted = m.get("keypoints_predicted")
+        neural_predicted = m.get("neural_predicted")
+        return cls(
+            seq=m["seq"], frame_id=m["frame_id"], t_capture_ns=m["t_capture_ns"],
+            t_publish_ns=m["t_publish_ns"], t_camera_ns=m.get("t_camera_ns"), camera=m.get("camera", ""),
+            keypoints=np.asarray(m["keypoints"], dtype=np.float64).reshape(-1, 3),
+            neural=np.asarray(m["neural"], dtype=np.float64),
+            dropped=m.get("dropped", 0),
+            keypoints_predicted=None if predicted is None else np.asarray(predicted, dtype=np.float64).reshape(-1, 3),
+            neural_predicted=None if neural_predicted is None else np.asarray(neural_predicted, dtype=np.float64),
+            t_predicted_ns=m.get("t_predicted_ns"),
+        )
+
+    def age_ms(self, now_ns: int | None = None) -> float:
+        """Milliseconds since the frame reached the host: ``CLOCK_MONOTONIC`` now minus
+        ``t_capture_ns``. Meaningful on the publishing host only (each host has its own clock)."""
+        return ((time.monotonic_ns() if now_ns is None else now_ns) - self.t_capture_ns) / 1e6

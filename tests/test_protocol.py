@@ -96,3 +96,41 @@ def test_unknown_topic_and_version_are_refused():
         protocol.unpack(b"frame", protocol.pack({"v": 2}))
     with pytest.raises(protocol.ProtocolError):
         protocol.unpack(b"frame", b"\xc1garbage")
+
+
+def test_json_encoding_carries_the_same_fields_in_the_same_two_part_layout(endpoint):
+    import json
+
+    pub = Publisher(endpoint, encoding="json")
+    raw = zmq.Context.instance().socket(zmq.SUB)
+    raw.setsockopt(zmq.SUBSCRIBE, b"")
+    raw.connect(endpoint)
+    try:
+        assert pub.wait_for_subscribers(1, should_stop=lambda: False)
+        sent = pub.publish_frame(_frame_fields(7))
+        pub.publish_meta({"status": "running"})
+        assert raw.poll(5000)
+        topic, payload = raw.recv_multipart()
+        assert raw.poll(5000)
+        meta_topic, meta_payload = raw.recv_multipart()
+    finally:
+        raw.close(0)
+        pub.close()
+    assert topic == b"frame" and payload[:1] == b"{"  # a subscriber tells the encoding by the first byte
+    msg = json.loads(payload)
+    assert msg == sent and msg == msgpack.unpackb(protocol.pack(sent), raw=False)
+    assert protocol.unpack(topic, payload) == sent
+    assert meta_topic == b"meta" and json.loads(meta_payload)["encoding"] == "json"
+
+
+def test_json_refuses_values_json_cannot_hold():
+    with pytest.raises(ValueError):
+        protocol.pack({"v": 1, "neural": [float("nan")]}, "json")
+    with pytest.raises(protocol.ProtocolError):
+        protocol.unpack(b"frame", b"{not json")
+
+
+def test_unknown_encoding_is_a_one_line_error(endpoint):
+    with pytest.raises(PublishError) as e:
+        Publisher(endpoint, encoding="xml")
+    assert "xml" in str(e.value) and "\n" not in str(e.value)
