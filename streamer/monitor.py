@@ -1,0 +1,365 @@
+"""The live monitor: a web page of a running pipeline, served from its own process.
+
+A ZeroMQ subscriber of the pipeline's stream plus a small HTTP server
+(``ThreadingHTTPServer``): ``/`` is one static page (``monitor_page/index.html``, canvas
+drawing, nothing fetched from elsewhere) and ``/events`` streams Server-Sent Events to it.
+``facestream monitor ENDPOINT`` runs it in the foreground; ``facestream run --monitor`` runs
+the same code as a child process (``MonitorProcess``) subscribed to the run's own endpoint.
+
+It costs the pipeline nothing while no page is open: it then subscribes to ``meta`` alone,
+and takes ``frame`` and ``preview`` only while at least one page is connected (the
+publisher sends previews only while someone subscribes to them). What it forwards is
+bounded whatever the pipeline's rate: the newest preview per camera, trace samples at most
+``TRACE_HZ`` a second, pushed to each page at most ``PUSH_HZ`` times a second.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.resources import files
+
+import numpy as np
+import zmq
+
+from facestream.streamer import protocol
+
+TRACE_HZ = 100.0  # trace samples forwarded per camera and second, at most
+PUSH_HZ = 10.0  # updates sent to each page per second, at most
+NEURAL_SHOWN = 4  # neural components forwarded for the traces
+WINDOW_S = 2.0  # frames/s and latency percentiles over this many recent seconds
+KEEPALIVE_S = 1.0  # a page hears at least this often (a gone page is noticed on the write)
+
+
+class MonitorError(OSError):
+    """The monitor cannot start (address in use, bad endpoint); the message is one line."""
+
+
+def local_endpoint(publish: str) -> str:
+    """Where a subscriber on this machine reaches a publisher bound to ``publish``."""
+    return re.sub(r"^tcp://(\*|0\.0\.0\.0):", "tcp://127.0.0.1:", publish)
+
+
+def _finite(obj):
+    """``obj`` with NaN and infinities as None: JSON has no such numbers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _sample(frame: dict) -> list:
+    """One trace sample: [t_s, frame_id, x0, y0, l0, ..., x14, y14, l14, neural...]."""
+    out = [round(frame["t_capture_ns"] / 1e9, 4), frame["frame_id"]]
+    for x, y, likelihood in frame["keypoints"]:
+        out += [round(x, 1), round(y, 1), round(likelihood, 3)]
+    out += [round(v, 4) for v in frame["neural"][:NEURAL_SHOWN]]
+    return _finite(out)
+
+
+@dataclass
+class _Camera:
+    meta: dict | None = None
+    meta_version: int = 0
+    preview: dict | None = None
+    preview_version: int = 0
+    samples: deque = field(default_factory=lambda: deque(maxlen=int(TRACE_HZ * WINDOW_S)))  # (number, sample)
+    recent: deque = field(default_factory=deque)  # (t_publish_ns, latency ms) of every frame in the window
+    last_sample_ns: int = 0
+
+    def window(self) -> dict:
+        """Frames/s and latency (capture to publish, the pipeline's own clock) of recent frames."""
+        if len(self.recent) < 2:
+            return {"fps": None, "p50": None, "p99": None}
+        t = [r[0] for r in self.recent]
+        lat = np.fromiter((r[1] for r in self.recent), float)
+        span_s = (t[-1] - t[0]) / 1e9
+        return {
+            "fps": round((len(t) - 1) / span_s, 2) if span_s > 0 else None,
+            "p50": round(float(np.percentile(lat, 50)), 2),
+            "p99": round(float(np.percentile(lat, 99)), 2),
+        }
+
+
+class _Hub:
+    """What the subscriber thread has heard, for the page threads to forward."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+        self.cond = threading.Condition()
+        self.cameras: dict[str, _Camera] = {}
+        self.viewers = 0
+        self.version = 0  # counts every message taken, so waiting pages know there is news
+        self.numbered = 0  # trace samples numbered so far, all cameras together
+        self.lost = 0  # frame messages this monitor lost (gaps in seq) while watching
+        self.undecodable = 0
+        self.last_message = None  # time.monotonic() of the last message, None before the first
+        self.stopping = False
+        self._last_seq: int | None = None
+
+    def _camera(self, name: str) -> _Camera:
+        return self.cameras.setdefault(name, _Camera())
+
+    def take(self, topic: bytes, payload: bytes) -> None:
+        try:
+            data = protocol.unpack(topic, payload)
+        except protocol.ProtocolError:
+            with self.cond:
+                self.undecodable += 1
+            return
+        with self.cond:
+            self.last_message = time.monotonic()
+            if topic == protocol.TOPIC_META:
+                cam = self._camera(str((data.get("camera") or {}).get("name") or "camera"))
+                cam.meta = _finite(data)
+                cam.meta_version += 1
+            elif topic == protocol.TOPIC_PREVIEW:
+                cam = self._camera(str(data.get("camera") or "camera"))
+                cam.preview = data
+                cam.preview_version += 1
+            else:
+                self._take_frame(data)
+            self.version += 1
+            self.cond.notify_all()
+
+    def _take_frame(self, data: dict) -> None:
+        seq = data.get("seq")
+        if self._last_seq is not None and isinstance(seq, int) and seq > self._last_seq + 1:
+            self.lost += seq - self._last_seq - 1
+        self._last_seq = seq
+        cam = self._camera(str(data.get("camera") or "camera"))
+        t_pub = data["t_publish_ns"]
+        cam.recent.append((t_pub, (t_pub - data["t_capture_ns"]) / 1e6))
+        while cam.recent and cam.recent[0][0] < t_pub - WINDOW_S * 1e9:
+            cam.recent.popleft()
+        if data["t_capture_ns"] - cam.last_sample_ns >= 1e9 / TRACE_HZ:
+            cam.last_sample_ns = data["t_capture_ns"]
+            cam.samples.append((self.numbered, _sample(data)))
+            self.numbered += 1
+
+    def forget_frames(self) -> None:
+        """The last page left: what it was shown goes stale, and the next page starts afresh."""
+        with self.cond:
+            for cam in self.cameras.values():
+                cam.samples.clear()
+                cam.recent.clear()
+                cam.preview = None
+            self._last_seq = None
+
+    def update_for(self, cursor: "_Cursor") -> dict:
+        """What changed since ``cursor`` (which is moved on); call with ``cond`` held."""
+        cameras = {}
+        for name, cam in self.cameras.items():
+            out: dict = {"samples": [s for n, s in cam.samples if n >= cursor.sample], "window": cam.window()}
+            if cursor.meta.get(name) != cam.meta_version and cam.meta is not None:
+                out["meta"] = cam.meta
+                cursor.meta[name] = cam.meta_version
+            if cursor.preview.get(name) != cam.preview_version and cam.preview is not None:
+                p = cam.preview
+                out["preview"] = {k: p.get(k) for k in
+                                  ("frame_id", "width", "height", "frame_width", "frame_height", "jpeg")}
+                out["preview"]["keypoints"] = _finite(p.get("keypoints"))
+                cursor.preview[name] = cam.preview_version
+            cameras[name] = out
+        cursor.sample = self.numbered
+        cursor.version = self.version
+        age = None if self.last_message is None else round(time.monotonic() - self.last_message, 2)
+        return {
+            "stream": {"endpoint": self.endpoint, "age_s": age, "lost": self.lost, "undecodable": self.undecodable},
+            "cameras": cameras,
+        }
+
+
+@dataclass
+class _Cursor:
+    """How far one page has been brought up to date."""
+
+    sample: int
+    version: int = -1
+    meta: dict = field(default_factory=dict)
+    preview: dict = field(default_factory=dict)
+
+
+def _page() -> bytes:
+    return files("facestream.streamer").joinpath("monitor_page/index.html").read_bytes()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "facestream-monitor"
+    hub: _Hub  # set on the subclass made per server
+
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        path = self.path.split("?", 1)[0]
+        if path in ("/", "/index.html"):
+            self._send(HTTPStatus.OK, "text/html; charset=utf-8", _page())
+        elif path == "/events":
+            self._events()
+        else:
+            self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"not found\n")
+
+    def _send(self, status: HTTPStatus, kind: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _events(self) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        hub = self.hub
+        with hub.cond:
+            hub.viewers += 1
+            cursor = _Cursor(sample=hub.numbered)
+        try:
+            while True:
+                with hub.cond:
+                    hub.cond.wait_for(lambda: hub.version != cursor.version or hub.stopping, KEEPALIVE_S)
+                    if hub.stopping:
+                        return
+                    update = hub.update_for(cursor)
+                self.wfile.write(b"data: " + json.dumps(update, separators=(",", ":")).encode() + b"\n\n")
+                self.wfile.flush()
+                time.sleep(1.0 / PUSH_HZ)
+        except OSError:
+            pass  # the page was closed
+        finally:
+            with hub.cond:
+                hub.viewers -= 1
+                hub.cond.notify_all()
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 (the standard library's name)
+        pass  # a page's requests are not news
+
+
+class Monitor:
+    """The subscriber and the HTTP server, each on its own thread; ``close()`` stops both."""
+
+    def __init__(self, endpoint: str, host: str = "127.0.0.1", port: int = 8765):
+        self.hub = _Hub(endpoint)
+        self._sock = zmq.Context.instance().socket(zmq.SUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        try:
+            self._sock.connect(endpoint)
+        except zmq.ZMQError as e:
+            self._sock.close(0)
+            raise MonitorError(f"cannot subscribe to {endpoint!r}: {e.strerror}") from None
+        self._sock.setsockopt(zmq.SUBSCRIBE, protocol.TOPIC_META)
+        handler = type("Handler", (_Handler,), {"hub": self.hub})
+        try:
+            self._http = ThreadingHTTPServer((host, port), handler)
+        except OSError as e:
+            self._sock.close(0)
+            raise MonitorError(f"cannot serve the monitor on {host}:{port}: {e.strerror or e}") from None
+        self._threads = [
+            threading.Thread(target=self._subscribe, name="monitor-subscriber", daemon=True),
+            threading.Thread(target=self._http.serve_forever, args=(0.1,), name="monitor-http", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._http.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def _subscribe(self) -> None:
+        """Follow the stream; take frames and previews only while a page is open."""
+        watching = False
+        while not self.hub.stopping:
+            if (self.hub.viewers > 0) != watching:
+                watching = not watching
+                option = zmq.SUBSCRIBE if watching else zmq.UNSUBSCRIBE
+                for topic in (protocol.TOPIC_FRAME, protocol.TOPIC_PREVIEW):
+                    self._sock.setsockopt(option, topic)
+                if not watching:
+                    self.hub.forget_frames()
+            if self._sock.poll(100, zmq.POLLIN):
+                for _ in range(1000):  # what is queued, then look at the viewers again
+                    try:
+                        topic, payload = self._sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    except ValueError:  # not two parts: not protocol v1
+                        continue
+                    self.hub.take(topic, payload)
+        self._sock.close(0)
+
+    def close(self) -> None:
+        with self.hub.cond:
+            self.hub.stopping = True
+            self.hub.cond.notify_all()
+        self._http.shutdown()
+        self._http.server_close()
+        for thread in self._threads:
+            thread.join(2.0)
+
+
+def serve(endpoint: str, host: str, port: int, should_stop, announce=print) -> None:
+    """Run a monitor until ``should_stop()``; ``announce`` gets the page's address."""
+    monitor = Monitor(endpoint, host, port)
+    try:
+        announce(monitor.url)
+        while not should_stop():
+            time.sleep(0.1)
+    finally:
+        monitor.close()
+
+
+def _child_main(endpoint: str, host: str, port: int, conn, stop) -> None:
+    """The monitor process of ``run --monitor``: ends when told or when the pipeline is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the pipeline, which stops us
+    parent = os.getppid()
+
+    def announce(url: str) -> None:
+        print(f"facestream: monitor on {url}", file=sys.stderr, flush=True)
+        conn.send(("ready", url))
+
+    try:
+        serve(endpoint, host, port, lambda: stop.is_set() or os.getppid() != parent, announce)
+    except MonitorError as e:
+        conn.send(("error", str(e)))
+
+
+class MonitorProcess:
+    """``run --monitor``: the monitor as a child process of the pipeline."""
+
+    def __init__(self, ctx, endpoint: str, host: str, port: int):
+        self._conn, child = ctx.Pipe()
+        self._stop = ctx.Event()
+        self._proc = ctx.Process(target=_child_main, args=(endpoint, host, port, child, self._stop),
+                                 name="facestream-monitor", daemon=True)
+        self.url: str | None = None
+
+    def start(self, timeout: float = 30.0) -> str:
+        self._proc.start()
+        if not self._conn.poll(timeout):
+            raise MonitorError(f"the monitor did not start within {timeout:.0f} s")
+        kind, text = self._conn.recv()
+        if kind == "error":
+            raise MonitorError(text)
+        self.url = text
+        return text
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._proc.pid is not None:
+            self._proc.join(3.0)
+            if self._proc.is_alive():
+                self._proc.terminate()
+                self._proc.join(1.0)
