@@ -1,16 +1,19 @@
-"""Build a camera from a ``--camera`` spec string such as ``synthetic`` or ``video:rec.mp4``.
+"""Build a camera from a ``--camera`` spec string such as ``synthetic``, ``video:rec.mp4`` or
+``pylon:40012345``.
 
 A spec is ``KIND`` or ``KIND:ARG``; it is split on the first colon only, so the argument (a
 path, a serial number) may contain colons. Each kind is one entry in ``_KINDS``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from .base import Camera, CameraError
+from .pylon import PylonCamera, PylonSettings
 from .synthetic import SyntheticCamera
 from .video import VideoFileCamera
+from .webcam import WebcamCamera
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,9 @@ class CameraOptions:
     fps: float = 50.0
     seed: int = 0
     frames: int = 0
+    loop: int = 0
     realtime: bool = True
+    pylon: PylonSettings = field(default_factory=PylonSettings)
 
 
 @dataclass(frozen=True)
@@ -30,16 +35,26 @@ class _Kind:
     form: str  # how the spec is written, for help and error messages
     arg: Literal["none", "required", "optional"]
     build: Callable[[str, CameraOptions], Camera]
+    arg_ok: Callable[[str], bool] = lambda _: True
 
 
 _KINDS: dict[str, _Kind] = {
     "synthetic": _Kind(
         "synthetic", "none",
-        lambda _, o: SyntheticCamera(o.width, o.height, o.fps, o.seed, o.frames),
+        lambda _, o: SyntheticCamera(o.width, o.height, o.fps, o.seed, o.frames, o.loop),
     ),
     "video": _Kind(
         "video:PATH", "required",
         lambda path, o: VideoFileCamera(path, realtime=o.realtime),
+    ),
+    "pylon": _Kind(
+        "pylon[:SERIAL]", "optional",
+        lambda serial, o: PylonCamera(serial, o.pylon),
+    ),
+    "webcam": _Kind(
+        "webcam:INDEX", "required",
+        lambda index, o: WebcamCamera(int(index)),
+        arg_ok=lambda index: index.strip().isdigit(),
     ),
 }
 
@@ -55,11 +70,17 @@ def make_camera(
     fps: float = 50.0,
     seed: int = 0,
     frames: int = 0,
+    loop: int = 0,
     realtime: bool = True,
+    pylon: dict | None = None,
 ) -> Camera:
-    """The camera a spec names, not yet opened. Raises CameraError for a spec it cannot parse."""
+    """The camera a spec names, not yet opened. Raises CameraError for a spec it cannot parse.
+
+    ``pylon``: the ``[pylon]`` settings (Basler cameras only).
+    """
     kind, arg = parse_spec(spec)
-    return kind.build(arg, CameraOptions(width, height, fps, seed, frames, realtime))
+    settings = PylonSettings.from_config(pylon) if pylon else PylonSettings()
+    return kind.build(arg, CameraOptions(width, height, fps, seed, frames, loop, realtime, settings))
 
 
 def parse_spec(spec: str) -> tuple[_Kind, str]:
@@ -73,4 +94,6 @@ def parse_spec(spec: str) -> tuple[_Kind, str]:
         raise CameraError(f"camera {spec!r} takes no argument: write {kind.form}")
     if kind.arg == "required" and not arg:
         raise CameraError(f"camera {spec!r} needs an argument: write {kind.form}")
+    if arg and not kind.arg_ok(arg):
+        raise CameraError(f"camera {spec!r}: {arg!r} is not valid here: write {kind.form}")
     return kind, arg

@@ -72,7 +72,8 @@ def make_geometry(
 
 def percentiles(frame: np.ndarray) -> tuple[np.float32, np.float32]:
     """(p1, p99) of a uint8 frame, equal to torch.quantile(frame.float(), 0.01 / 0.99)."""
-    cumulative = np.cumsum(np.bincount(frame.ravel(), minlength=256))
+    # calcHist counts in float32, exact below 2**24 pixels (a 4096x4096 frame); twice bincount's speed
+    cumulative = np.cumsum(cv2.calcHist([frame], [0], None, [256], [0, 256]).ravel().astype(np.int64))
     last = np.float32(frame.size - 1)
     low, high = (_quantile(cumulative, np.float32(q) * last) for q in (LOW_Q, HIGH_Q))
     return low, high
@@ -100,7 +101,7 @@ def preprocess(frame: np.ndarray, geometry: Geometry) -> np.ndarray:
     """Network input (256, 256) float32 for one uint8 (H, W) frame."""
     row1, row2, col1, col2 = geometry.crop
     table = normalization_table(*percentiles(frame))
-    image = np.take(table, frame[row1:row2, col1:col2])
+    image = cv2.LUT(frame[row1:row2, col1:col2], table)
     top, bottom, left, right = geometry.pad
     if top or bottom or left or right:
         image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=0)

@@ -1,25 +1,37 @@
 """``facestream bench``: the real pipeline end to end, measured from a subscriber's side.
 
-Runs the pipeline (capture process, ring buffer, tracker, encoder, publisher) on a free
-loopback port, with a subscriber in another process that timestamps every frame message on
-arrival; latency is capture (frame reaches the host) to that subscriber.
+Runs the pipeline (capture process, ring buffer, tracker, encoder, publisher) on a free loopback
+port, with a subscriber in another process that timestamps every frame message on arrival.
+Latency is capture (the frame reaches the host) to that subscriber. The synthetic camera replays
+a loop of drawn frames at a high-speed camera's rate (500 frames/s by default), so the capture
+process costs what a real camera's does and the tracker always has a fresh frame: the frames/s
+reported is what the tracker sustains, and frames it had no time for are counted as skipped.
+
+CPU use is sampled per process (tracker = the pipeline process, capture, subscriber, others)
+with psutil over the running part of the run; ``per_minute`` holds latency percentiles and
+memory for every minute (the soak view).
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
 import platform
-import resource
 import socket
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
+import psutil
 
 from facestream.streamer.client import Subscriber
 from facestream.streamer.config import Config
 from facestream.streamer.pipeline import Pipeline
 
+BENCH_FPS = 500.0
+BENCH_LOOP = 200
 _QUIET_S = 5.0
+_SAMPLE_S = 1.0
 
 
 def _free_endpoint() -> str:
@@ -29,8 +41,9 @@ def _free_endpoint() -> str:
 
 
 def _subscribe(endpoint: str, conn) -> None:
-    """Collect (seq, latency ms) of every frame until the final meta, then send them back."""
-    latencies, seqs = [], []
+    """Collect, per frame message: seq, capture-to-receipt and publish-to-receipt ms, receipt time;
+    until the final meta, then send them back."""
+    rows = []
     with Subscriber(endpoint) as sub:
         conn.send("ready")
         last = time.monotonic()
@@ -40,17 +53,18 @@ def _subscribe(endpoint: str, conn) -> None:
                 continue
             last = time.monotonic()
             if msg.topic == "frame":
-                latencies.append(msg.latency_ms)
-                seqs.append(msg.data["seq"])
-            elif msg.data["status"] in ("ended", "stopped"):
+                d = msg.data
+                rows.append((d["seq"], msg.latency_ms, (msg.t_receive_ns - d["t_publish_ns"]) / 1e6, msg.t_receive_ns))
+            elif msg.topic == "meta" and msg.data["status"] in ("ended", "stopped", "failed"):
                 break
-        conn.send({"latency_ms": latencies, "seq": seqs, "lost": sub.lost})
+        conn.send({"rows": rows, "lost": sub.lost})
 
 
-def _percentiles(values: list[float]) -> dict:
-    if not values:
+def percentiles(values) -> dict:
+    """p50, p99, max of ``values`` in ms, rounded to the µs; None for each when empty."""
+    if len(values) == 0:
         return {"p50": None, "p99": None, "max": None}
-    a = np.asarray(values)
+    a = np.asarray(values, dtype=np.float64)
     return {"p50": round(float(np.percentile(a, 50)), 3), "p99": round(float(np.percentile(a, 99)), 3),
             "max": round(float(a.max()), 3)}
 
@@ -65,34 +79,165 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
-def run_bench(cfg: Config, on_status=None, should_stop=lambda: False) -> dict:
+class _ProcessSampler(threading.Thread):
+    """Every second: CPU seconds and memory of this process and its children, by role."""
+
+    def __init__(self, pipeline: Pipeline, subscriber_pid: int) -> None:
+        super().__init__(daemon=True, name="bench-sampler")
+        self.pipeline, self.subscriber_pid = pipeline, subscriber_pid
+        self.samples: list[tuple[float, dict[str, float], int]] = []  # (t, cpu s by role, rss bytes)
+        self._done = threading.Event()
+        self._procs: dict[int, psutil.Process] = {}
+
+    def _role(self, pid: int) -> str:
+        if pid == os.getpid():
+            return "tracker"
+        if pid == self.subscriber_pid:
+            return "subscriber"
+        return "capture" if pid == self.pipeline.processes.get("capture") else "other"
+
+    def sample(self) -> None:
+        me = psutil.Process()
+        cpu: dict[str, float] = {}
+        rss = 0
+        for proc in [me, *me.children(recursive=True)]:
+            proc = self._procs.setdefault(proc.pid, proc)  # keep one object per pid
+            try:
+                times = proc.cpu_times()
+                role = self._role(proc.pid)
+                cpu[role] = cpu.get(role, 0.0) + times.user + times.system
+                if role != "subscriber":
+                    rss += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        self.samples.append((time.monotonic(), cpu, rss))
+
+    def run(self) -> None:
+        while self.pipeline.status != "running" and not self._done.is_set():
+            time.sleep(0.01)
+        while not self._done.is_set():
+            self.sample()
+            self._done.wait(_SAMPLE_S)
+
+    def stop(self) -> None:
+        if self.pipeline.status == "running" or len(self.samples) < 2:
+            self.sample()
+        self._done.set()
+        self.join(2)
+
+    def cpu_percent(self) -> dict[str, float] | None:
+        if len(self.samples) < 2:
+            return None
+        (t0, cpu0, _), (t1, cpu1, _) = self.samples[0], self.samples[-1]
+        return {role: round(100 * (cpu1[role] - cpu0.get(role, 0.0)) / (t1 - t0), 1) for role in sorted(cpu1)}
+
+
+def _per_minute(rows: list, samples: list, t_start: float) -> list[dict]:
+    """Latency percentiles (from the subscriber's receipt times) and peak memory per minute."""
+    minutes: dict[int, dict] = {}
+    for _, latency, _, t_receive_ns in rows:
+        minutes.setdefault(int((t_receive_ns / 1e9 - t_start) // 60), {"latency": []})["latency"].append(latency)
+    for t, _, rss in samples:
+        slot = minutes.setdefault(int((t - t_start) // 60), {"latency": []})
+        slot["rss"] = max(slot.get("rss", 0), rss)
+    return [
+        {"minute": m, "frames": len(v["latency"]), "latency_ms": percentiles(v["latency"]),
+         "memory_mb": round(v.get("rss", 0) / 2**20, 1)}
+        for m, v in sorted(minutes.items()) if m >= 0
+    ]
+
+
+def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: bool = True) -> tuple[dict, list[float]]:
+    """Run the pipeline under ``cfg`` (publish endpoint and subscriber wait set here) and measure it:
+    the results, and every frame's capture-to-subscriber latency in ms."""
     cfg["stream"]["publish"] = _free_endpoint()
     cfg["stream"]["wait_subscribers"] = 1
     ctx = mp.get_context("spawn")
     conn, child = ctx.Pipe()
-    sub = ctx.Process(target=_subscribe, args=(cfg["stream"]["publish"], child), daemon=True)
+    sub = ctx.Process(target=_subscribe, args=(cfg["stream"]["publish"], child), daemon=True, name="facestream-bench-subscriber")
     sub.start()
     conn.poll(30) and conn.recv()
     pipeline = Pipeline(cfg, on_status=on_status)
-    usage0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    summary = pipeline.run(should_stop)
-    received = conn.recv() if conn.poll(_QUIET_S + 5) else {"latency_ms": [], "seq": [], "lost": None}
+    sampler = _ProcessSampler(pipeline, sub.pid)
+    sampler.start()
+    t_start = time.monotonic()
+    try:
+        summary = pipeline.run(should_stop)
+    finally:
+        sampler.stop()
+    received = conn.recv() if conn.poll(_QUIET_S + 5) else {"rows": [], "lost": None}
     sub.join(5)
-    usage1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_s = sum(u1.ru_utime + u1.ru_stime - u0.ru_utime - u0.ru_stime for u0, u1 in zip(usage0, usage1))
-    return {
+    rows = received["rows"]
+    stages, p99s = summary["stages_ms"], summary["stages_p99_ms"]
+    transport = [r[2] for r in rows]
+    result = {
         "machine": machine(),
         "engine": pipeline.tracker.describe()["engine"],
+        "engine_reason": pipeline.tracker.describe()["reason"],
+        "runtime": pipeline.tracker.describe()["runtime"],
+        "threads": pipeline.tracker.describe()["threads"],
         "policy": cfg["stream"]["policy"],
         "camera_fps": cfg["camera"]["fps"],
         "frames": summary["frames"],
         "seconds": summary["seconds"],
         "fps": summary["fps"],
-        "latency_ms": _percentiles(received["latency_ms"]),
+        "latency_ms": percentiles([r[1] for r in rows]),
         "publish_latency_ms": {k: summary["latency_ms"][k] for k in ("p50", "p99", "max")},
-        "stages": summary["stages_ms"],
+        "transport_ms": percentiles(transport),
+        "overhead_ms": {"mean": stages.get("overhead_ms"), "p99": p99s.get("overhead_ms"),
+                        "p99_with_transport": None if not transport else round(p99s.get("overhead_ms", 0) + percentiles(transport)["p99"], 3)},
+        "stages": {k.removesuffix("_ms"): {"mean": v, "p99": p99s.get(k)} for k, v in stages.items()},
         "dropped": summary["dropped"],
-        "subscriber": {"received": len(received["latency_ms"]), "lost": received["lost"]},
-        "cpu_percent": round(100 * cpu_s / summary["seconds"], 1) if summary["seconds"] else None,
+        "subscriber": {"received": len(rows), "lost": received["lost"]},
+        "cpu_percent": sampler.cpu_percent(),
+        "per_minute": _per_minute(rows, sampler.samples, t_start),
         "facemap_fps": None,
+        "facemap": None,
     }
+    if facemap:
+        _add_facemap(result, cfg)
+    return result, [r[1] for r in rows]
+
+
+def _add_facemap(result: dict, cfg: Config) -> None:
+    """Facemap's own frames/s on the benchmark's frames, and the ratio, where Facemap is installed."""
+    from facestream.camera_adapters.synthetic import SyntheticCamera
+    from facestream.streamer.facemap_compare import facemap_fps, facemap_python
+
+    python = facemap_python()
+    if python is None:
+        result["facemap"] = {"error": "Facemap not found (set FACEMAP_PYTHON to an interpreter that has it)"}
+        return
+    c = cfg["camera"]
+    camera = SyntheticCamera(c["width"], c["height"], c["fps"], c["seed"])
+    frames = np.stack([camera.render(k)[0] for k in range(min(c["loop"] or BENCH_LOOP, 200))])
+    found = facemap_fps(frames, c["fps"], python)
+    result["facemap"] = found
+    if "fps" in found:
+        result["facemap_fps"] = found["fps"]
+        result["speedup_vs_facemap"] = round(result["fps"] / found["fps"], 2) if found["fps"] else None
+
+
+def plot_latency(latencies: list[float], result: dict, path: Path) -> None:
+    """Histogram and tail of capture-to-subscriber latency, to a PNG or SVG file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    a = np.sort(np.asarray(latencies))
+    fig, (hist, tail) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    hist.hist(a, bins=60, color="#3b6ea8")
+    for q, style in ((50, "-"), (99, "--")):
+        hist.axvline(np.percentile(a, q), color="#c0392b", linestyle=style, label=f"p{q} {np.percentile(a, q):.1f} ms")
+    hist.set_xlabel("capture to subscriber (ms)")
+    hist.set_ylabel("frames")
+    hist.legend(frameon=False)
+    exceed = 1 - np.arange(len(a)) / len(a)
+    tail.semilogy(a, exceed, color="#3b6ea8")
+    tail.set_xlabel("latency (ms)")
+    tail.set_ylabel("fraction of frames slower")
+    tail.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"{result['engine']} ({result['runtime']}), {result['fps']:.1f} frames/s, {len(a)} frames", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import click
 
+from facestream.engines.engine_names import ENGINE_HELP
 from facestream.streamer.config import ConfigError, load_config
 
 _DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
@@ -19,16 +20,22 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message is meant for the user: one line, no traceback."""
     from facestream.camera_adapters.base import CameraError
     from facestream.engines.encoder import EncoderFileError
+    from facestream.engines.encoder_training import EncoderTrainingError
     from facestream.engines.model_files import ModelFileError
+    from facestream.engines.onnx_engine import ExportError
     from facestream.engines.tracker import TrackerError
+    from facestream.streamer.hooks import HookError
     from facestream.streamer.pipeline import PipelineError
     from facestream.streamer.protocol import ProtocolError
     from facestream.streamer.publisher import PublishError
     from facestream.streamer.recorder import RecordingError
+    from facestream.streamer.report import ReportError
     from facestream.streamer.ringbuffer import RingBufferError
+    from facestream.streamer.video_recorder import VideoRecordingError
 
-    return (ConfigError, CameraError, EncoderFileError, ModelFileError, TrackerError,
-            PipelineError, ProtocolError, PublishError, RecordingError, RingBufferError, OSError)
+    return (ConfigError, CameraError, EncoderFileError, EncoderTrainingError, ModelFileError, ExportError, TrackerError, HookError,
+            PipelineError, ProtocolError, PublishError, RecordingError, RingBufferError, ReportError,
+            VideoRecordingError, OSError)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -104,8 +111,10 @@ def _overrides(**flags) -> dict:
         "threads": ("tracker", "threads"), "encoder": ("encoder", "model"),
         "publish": ("stream", "publish"), "policy": ("stream", "policy"),
         "wait_subscribers": ("stream", "wait_subscribers"),
+        "encoding": ("stream", "encoding"), "predict_ms": ("stream", "predict_ms"), "hook": ("hook", "target"),
         "frames": ("run", "frames"), "duration": ("run", "duration"),
-        "record": ("record", "path"),
+        "record": ("record", "path"), "record_video": ("record", "video"), "realtime": ("camera", "realtime"),
+        "monitor": ("monitor", "enabled"), "monitor_port": ("monitor", "port"),
     }
     out: dict[str, dict] = {}
     for flag, value in flags.items():
@@ -123,18 +132,23 @@ def main() -> None:
 
 _pipeline_options = [
     click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file (see configs/default.toml)."),
-    click.option("--camera", help="Frame source: synthetic | video:PATH."),
+    click.option("--camera", help="Frame source: synthetic | video:PATH | pylon[:SERIAL] | webcam:INDEX (see `facestream cameras`)."),
+    click.option("--realtime/--unpaced", default=None, help="Video files: at the file's frame rate (default) or as fast as they decode."),
     click.option("--fps", type=float, help="Synthetic camera frame rate (0 = as fast as possible)."),
     click.option("--seed", type=int, help="Synthetic camera seed."),
-    click.option("--engine", help="Tracker engine: onnx | torch."),
+    click.option("--engine", help=ENGINE_HELP),
     click.option("--model", help="Facemap model state file (*.pt) or folder; default: the bundled model."),
     click.option("--bbox", help="Crop ROW1,ROW2,COL1,COL2 (Facemap's convention)."),
-    click.option("--threads", type=int, help="Inference threads (0 = engine default)."),
+    click.option("--threads", type=int, help="CPU inference threads (0 = all cores but one, at most 4)."),
     click.option("--encoder", help="Streaming encoder file (.npz); default: the bundled encoder."),
     click.option("--publish", help=f"ZeroMQ endpoint to bind (default {_DEFAULT_ENDPOINT})."),
     click.option("--policy", help="latest (newest frame, closed loop) | every (every frame while it keeps up)."),
     click.option("--wait-subscribers", type=int, help="Wait for N subscribers before the camera starts."),
+    click.option("--encoding", help="Payload encoding: msgpack (default) | json (same fields, for Bonsai and other msgpack-less consumers)."),
+    click.option("--predict-ms", type=float, help="Also publish keypoints and activity predicted this many ms past capture (0 = off)."),
+    click.option("--hook", help="Run your code on every result in the tracker process: module:function or file.py:function (or a class)."),
     click.option("--record", type=click.Path(dir_okay=False), help="Record every published frame to this new .h5 file."),
+    click.option("--record-video", type=click.Path(dir_okay=False), help="Write every camera frame to this new .mkv/.avi file (frame ids in FILE.frames.csv)."),
     click.option("--frames", type=int, help="Stop after N processed frames."),
     click.option("--duration", type=float, help="Stop after S seconds."),
 ]
@@ -150,12 +164,16 @@ def pipeline_options(fn):
 @pipeline_options
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON on stdout at the end.")
 @click.option("--quiet", is_flag=True, help="No live status line.")
+@click.option("--monitor/--no-monitor", default=None, help="Serve a live web page of the run (docs/monitor.md).")
+@click.option("--monitor-port", type=click.IntRange(0, 65535), help="Port of that page (default 8765, 0 = any free port); implies --monitor.")
 def run(config_path, bbox, as_json, quiet, **flags) -> None:
     """Run the live pipeline until Ctrl-C (or --frames / --duration)."""
 
     def body() -> None:
         from facestream.streamer.pipeline import Pipeline
 
+        if flags["monitor_port"] is not None and flags["monitor"] is None:
+            flags["monitor"] = True
         cfg = load_config(config_path, _overrides(bbox=_parse_bbox(bbox), **flags))
         if quiet:
             cfg["run"]["status_interval"] = 0.0
@@ -179,6 +197,18 @@ def run(config_path, bbox, as_json, quiet, **flags) -> None:
             f"max {fmt(lat['max'])} ms, dropped {summary['dropped']['total']} {summary['dropped']}",
             err=True,
         )
+        if pipeline.hook is not None:
+            h = pipeline.hook.describe()
+            click.echo(
+                f"facestream: hook {h['target']}: {h['calls']} calls, p50 {fmt(h['time_ms']['p50'])} ms "
+                f"p99 {fmt(h['time_ms']['p99'])} ms max {fmt(h['time_ms']['max'])} ms, {h['overruns']} over "
+                f"{h['budget_ms']:g} ms, {h['errors']} errors" + (f" (last: {h['last_error']})" if h["errors"] else "")
+                + (", disabled" if h["disabled"] else ""),
+                err=True,
+            )
+        if pipeline.video is not None:
+            v = pipeline.video.describe()
+            click.echo(f"facestream: video {v['path']}: {v['frames']} frames, {v['dropped']} dropped by the video recorder", err=True)
         if as_json:
             click.echo(json.dumps(summary))
 
@@ -224,34 +254,64 @@ def listen(endpoint, count, as_json, topic, timeout) -> None:
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file.")
-@click.option("--frames", type=click.IntRange(min=1), default=500, show_default=True, help="Frames to process.")
-@click.option("--fps", type=float, default=0.0, show_default=True, help="Synthetic camera frame rate (0 = as fast as it draws).")
-@click.option("--engine", help="Tracker engine: onnx | torch.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file (its camera is replaced by the synthetic one).")
+@click.option("--frames", type=click.IntRange(min=1), default=1000, show_default=True, help="Frames to process.")
+@click.option("--fps", type=click.FloatRange(min=0), default=500.0, show_default=True, help="Synthetic camera frame rate (0 = as fast as it can write).")
+@click.option("--loop", type=click.IntRange(min=0, max=10000), default=200, show_default=True, help="Frames drawn once and replayed (0 = draw every frame, which costs the capture process ~1.5 ms each).")
+@click.option("--engine", help=ENGINE_HELP)
 @click.option("--model", help="Facemap model state file (*.pt) or folder.")
-@click.option("--threads", type=int, help="Inference threads (0 = engine default).")
+@click.option("--threads", type=int, help="CPU inference threads (0 = all cores but one, at most 4).")
 @click.option("--policy", help="latest | every.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the results to this JSON file.")
-def bench(config_path, frames, fps, json_path, **flags) -> None:
-    """Measure the real pipeline: frames/s, capture-to-subscriber latency, stages, drops."""
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results to this JSON file ('-' = stdout).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Plot the latency distribution to this PNG or SVG file.")
+@click.option("--facemap/--no-facemap", default=True, show_default=True, help="Also time Facemap itself on the same frames, where it is installed (FACEMAP_PYTHON).")
+@click.option("--soak", type=click.FloatRange(min=0, min_open=True), help="Run for this many minutes instead of --frames; the JSON's per_minute shows latency and memory over time.")
+def bench(config_path, frames, fps, loop, json_path, plot_path, facemap, soak, **flags) -> None:
+    """Measure the real pipeline: frames/s, capture-to-subscriber latency, stages, drops, CPU."""
 
     def body() -> None:
-        from facestream.streamer.bench import run_bench
+        from facestream.streamer.bench import plot_latency, run_bench
 
-        cfg = load_config(config_path, _overrides(frames=frames, fps=fps, **flags))
-        cfg["camera"]["spec"] = "synthetic"
+        run = {"frames": 0, "duration": soak * 60} if soak else {"frames": frames}
+        cfg = load_config(config_path, _overrides(fps=fps, **flags) | {"run": run})
+        cfg["camera"].update(spec="synthetic", loop=loop)
+        cfg["record"]["path"] = ""
         status = _StatusLine()
         try:
-            result = run_bench(cfg, on_status=status, should_stop=_StopFlag())
+            result, latencies = run_bench(cfg, on_status=status, should_stop=_StopFlag(), facemap=facemap)
         finally:
             status.end()
+        click.echo(_bench_summary(result))
         text = json.dumps(result, indent=2)
-        click.echo(text)
-        if json_path:
+        if json_path == "-":
+            click.echo(text)
+        elif json_path:
             with open(json_path, "w") as f:
                 f.write(text + "\n")
+        if plot_path and latencies:
+            plot_latency(latencies, result, plot_path)
 
     _guarded(body)
+
+
+def _bench_summary(r: dict) -> str:
+    fmt = lambda p: "-" if p["p50"] is None else f"p50 {p['p50']:.2f}  p99 {p['p99']:.2f}  max {p['max']:.2f} ms"  # noqa: E731
+    stages = "  ".join(f"{k} {v['mean']:.2f}/{v['p99']:.2f}" for k, v in r["stages"].items())
+    d = r["dropped"]
+    lines = [
+        f"{r['engine']} ({r['runtime']}, {r['threads']} threads; {r['engine_reason']})",
+        f"  {r['fps']:.1f} frames/s over {r['frames']} frames, camera {r['camera_fps']:g} fps, policy {r['policy']}",
+        f"  capture -> subscriber  {fmt(r['latency_ms'])}",
+        f"  overhead (all but the network)  mean {r['overhead_ms']['mean']} ms, p99 {r['overhead_ms']['p99']} ms (+ transport p99 {r['transport_ms']['p99']} ms)",
+        f"  stages mean/p99 ms: {stages}",
+        f"  dropped {d['total']} (camera {d['camera']}, overrun {d['overrun']}, skipped {d['skipped']}); subscriber lost {r['subscriber']['lost']}",
+        f"  CPU %: {r['cpu_percent']}",
+    ]
+    if r["facemap_fps"] is not None:
+        lines.append(f"  Facemap itself: {r['facemap_fps']:.1f} frames/s on the same frames ({r['speedup_vs_facemap']}x)")
+    elif r["facemap"]:
+        lines.append(f"  Facemap itself: not measured ({r['facemap']['error']})")
+    return "\n".join(lines)
 
 
 @main.command("fetch-models")
@@ -280,10 +340,10 @@ def fetch_models_command(dest, url_state, url_params, timeout, retries) -> None:
 @click.argument("video", type=click.Path(dir_okay=False))
 @click.option("--model", help="Facemap model state file (*.pt) or folder; default: the bundled model.")
 @click.option("--bbox", help="Crop ROW1,ROW2,COL1,COL2 (Facemap's convention).")
-@click.option("--engine", default="onnx", show_default=True, help="Tracker engine: onnx | torch.")
+@click.option("--engine", default="onnx", show_default=True, help=ENGINE_HELP + " Default onnx: fp32, Facemap's own numbers.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Keypoints file (default: <video stem>_FacemapPose.h5 beside the video).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Frames per network call.")
-@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="Inference threads (0 = engine default).")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="CPU inference threads (0 = all cores but one, at most 4).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def track(video, model, bbox, engine, out, batch, threads, quiet) -> None:
     """Track a recorded video offline into Facemap's keypoints file (h5)."""
@@ -311,15 +371,22 @@ def track(video, model, bbox, engine, out, batch, threads, quiet) -> None:
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=50.0, show_default=True, help="Nominal frame rate: the timestamps and the speed of the behaviour.")
 @click.option("--width", type=click.IntRange(min=64), default=640, show_default=True, help="Frame width.")
 @click.option("--height", type=click.IntRange(min=48), default=480, show_default=True, help="Frame height.")
+@click.option("--neurons", type=click.IntRange(min=0), default=1000, show_default=True, help="Synthetic neurons driven by the behaviour (0 = no neural files).")
+@click.option("--neural-rate", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Their sampling rate in Hz (the neural rig's clock is the camera's).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def simulate(frames, out_dir, seed, fps, width, height, quiet) -> None:
-    """Write a synthetic session: video, true keypoints (Facemap's h5) and latent behaviour."""
+def simulate(frames, out_dir, seed, fps, width, height, neurons, neural_rate, quiet) -> None:
+    """Write a synthetic session: video, true keypoints (Facemap's h5), latent behaviour and
+    the activity of a neural population driven by it (neural.npy, neural_t_ns.npy)."""
 
     def body() -> None:
         from facestream.streamer.simulate import write_session
 
-        session = write_session(out_dir, frames, seed=seed, fps=fps, width=width, height=height, progress=not quiet)
-        click.echo(f"facestream: {session.frames} frames -> {session.video}, {session.pose}", err=True)
+        session = write_session(
+            out_dir, frames, seed=seed, fps=fps, width=width, height=height, neurons=neurons,
+            neural_rate=neural_rate, progress=not quiet,
+        )
+        neural = f", {session.neural} ({session.neurons} neurons at {neural_rate:g} Hz)" if session.neural else ""
+        click.echo(f"facestream: {session.frames} frames -> {session.video}, {session.pose}{neural}", err=True)
 
     _guarded(body)
 
@@ -390,8 +457,8 @@ def train_tracker(out, resume, quiet, **settings) -> None:
 @main.command("eval")
 @click.option("--frames", type=click.IntRange(min=1), default=300, show_default=True, help="Held-out synthetic frames to track.")
 @click.option("--model", help="Facemap model state file (*.pt) or folder; default: the bundled model.")
-@click.option("--engine", default="onnx", show_default=True, help="Tracker engine: onnx | torch.")
-@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="Inference threads (0 = engine default).")
+@click.option("--engine", default="onnx", show_default=True, help=ENGINE_HELP + " Default onnx: fp32, Facemap's own numbers.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="CPU inference threads (0 = all cores but one, at most 4).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(frames, model, engine, threads, as_json, quiet) -> None:
@@ -445,6 +512,213 @@ def models(as_json) -> None:
         click.echo("(* = the default)")
 
     _guarded(body)
+
+
+@main.command()
+@click.argument("endpoint", default=_DEFAULT_ENDPOINT)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve the page on (0.0.0.0 = every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port of the page (0 = any free port).")
+def monitor(endpoint, host, port) -> None:
+    """Serve a live web page of a running pipeline: video, keypoints, traces, health."""
+
+    def body() -> None:
+        from facestream.streamer.monitor import serve
+
+        serve(endpoint, host, port, _StopFlag(),
+              announce=lambda url: click.echo(f"facestream: monitor of {endpoint} on {url} (Ctrl-C stops)", err=True))
+
+    _guarded(body)
+
+
+@main.command()
+@click.argument("recording", type=click.Path(dir_okay=False))
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Image (.png, .svg, .pdf) or page (.html); default: <recording>_report.png beside it.")
+def report(recording, out) -> None:
+    """Plot a recording's keypoints, likelihoods, latency and drops to an image or a web page."""
+
+    def body() -> None:
+        from facestream.streamer.report import write_report
+
+        click.echo(f"facestream: report -> {write_report(recording, out)}", err=True)
+
+    _guarded(body)
+
+
+@main.command()
+@click.option("--webcams", type=click.IntRange(min=0), default=8, show_default=True, help="Webcam indices to try (0 .. N-1).")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def cameras(webcams, as_json) -> None:
+    """List the cameras facestream can open: Basler (pylon) and webcams, with the --camera to use."""
+
+    def body() -> None:
+        from facestream.camera_adapters.base import CameraError
+        from facestream.camera_adapters.pylon import list_cameras
+        from facestream.camera_adapters.webcam import list_webcams
+
+        try:
+            basler, pylon_problem = list_cameras(), None
+        except CameraError as e:
+            basler, pylon_problem = [], str(e)
+        found = list_webcams(range(webcams))
+        if as_json:
+            click.echo(json.dumps({"pylon": basler, "pylon_error": pylon_problem, "webcams": found}))
+            return
+        click.echo("Basler cameras (pylon):")
+        if pylon_problem:
+            click.echo(f"  {pylon_problem}")
+        for cam in basler:
+            emulated = "  (emulated: PYLON_CAMEMU)" if cam["interface"] == "BaslerCamEmu" else ""
+            click.echo(f"  {cam['spec']:<24}{cam['vendor']} {cam['model']}, serial {cam['serial']}, {cam['interface']}{emulated}")
+        if not basler and not pylon_problem:
+            click.echo("  none found")
+        click.echo(f"Webcams (OpenCV, indices 0-{webcams - 1}):" if webcams else "Webcams: not probed")
+        for cam in found:
+            click.echo(f"  {cam['spec']:<24}{cam['width']}x{cam['height']}, {cam['fps']:g} frames/s, {cam['backend']}")
+        if webcams and not found:
+            click.echo("  none found")
+
+    _guarded(body)
+
+
+@main.command("train-encoder")
+@click.argument("session_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Encoder file to write (.npz), for `facestream run --encoder`.")
+@click.option("--keypoints", type=click.Path(dir_okay=False), help="Keypoints in Facemap's layout (*_FacemapPose.h5); default: the one in SESSION_DIR.")
+@click.option("--neural", type=click.Path(dir_okay=False), help="Neural activity, neurons x samples (.npy); default: SESSION_DIR/neural.npy.")
+@click.option("--neural-times", type=click.Path(dir_okay=False), help="The neural samples' times in ns on the frames' clock (.npy); default: SESSION_DIR/neural_t_ns.npy if there, else spread evenly over the frames.")
+@click.option("--frame-times", type=click.Path(dir_okay=False), help="Frame times in ns (.npy); default: those recorded in the keypoints file.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Frame rate, for keypoints files without frame times (frame k at k / fps).")
+@click.option("--output", type=click.Choice(["pcs", "neurons"]), default="pcs", show_default=True, help="Predict the population's principal components or every neuron.")
+@click.option("--pcs", type=click.IntRange(min=1), default=128, show_default=True, help="Principal components (fewer if there are fewer neurons).")
+@click.option("--lookahead", type=click.IntRange(0, 100), default=0, show_default=True, help="Future frames the filter sees; each costs one frame period of latency.")
+@click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True, help="Passes over the training segments, at most.")
+@click.option("--patience", type=click.IntRange(min=0), default=20, show_default=True, help="Stop this many epochs after the best validation score and keep that epoch's weights (0 = run every epoch, as Facemap).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="AdamW learning rate (divided by 10 at 2/3 and 5/6 of the epochs).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the initial weights and the segment order.")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True, help="Torch threads (0 = one per core).")
+@click.option("--shuffled-control", is_flag=True, help="Also train on activity shifted half the session against the keypoints and report its test variance explained.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results on stdout.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_encoder(session_dir, out, keypoints, neural, neural_times, frame_times, fps, output, pcs, lookahead,
+                  epochs, patience, lr, seed, threads, shuffled_control, as_json, quiet) -> None:
+    """Train the causal keypoints-to-neural encoder on a paired recording (Facemap's recipe),
+    and the symmetric Facemap-style model on the same split for comparison.
+
+    SESSION_DIR holds one *_FacemapPose.h5, neural.npy and, if the rates differ, neural_t_ns.npy
+    (as `facestream simulate` writes them); the options name files instead or as well.
+    """
+
+    def body() -> None:
+        from pathlib import Path
+
+        from facestream.engines.encoder_training import (
+            EncoderTrainingError,
+            TrainSettings,
+            load_recording,
+            session_files,
+            train_encoders,
+        )
+
+        found = session_files(session_dir) if session_dir else {}
+        files = {
+            "keypoints": keypoints or found.get("keypoints"),
+            "neural": neural or found.get("neural"),
+        }
+        for what, path in files.items():
+            if path is None:
+                where = f"{session_dir} has none" if session_dir else "no SESSION_DIR"
+                raise EncoderTrainingError(f"no {what} file: {where}; name one with --{what}")
+        target = Path(out)
+        if not target.parent.is_dir():
+            raise EncoderTrainingError(f"--out {target}: folder {target.parent} does not exist")
+        if target.is_dir():
+            raise EncoderTrainingError(f"--out {target} is a folder")
+        settings = TrainSettings(
+            n_pcs=pcs, output=output, lookahead_frames=lookahead, epochs=epochs, patience=patience, lr=lr, seed=seed,
+            threads=threads, shuffled_control=shuffled_control,
+        )
+        recording = load_recording(
+            files["keypoints"], files["neural"], neural_times or found.get("neural_times"), frame_times, fps)
+        result = train_encoders(recording, settings, progress=not quiet)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            result.save(tmp, name=target.stem)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        r = result.summary
+        control = f", shuffled control {r['test_variance_explained_shuffled']:.3f}" if shuffled_control else ""
+        click.echo(
+            f"facestream: test variance explained {r['test_variance_explained']:.3f} causal "
+            f"(look-ahead {lookahead} frames, {r['lookahead_ms']:.0f} ms), {r['test_variance_explained_noncausal']:.3f} "
+            f"symmetric (+-{r['noncausal_lookahead_frames']} frames){control}; {r['n_pcs']} PCs of {r['n_neurons']} "
+            f"neurons, {r['frames_train']} training / {r['frames_test']} test frames, {r['seconds']:.0f} s -> {target}",
+            err=True,
+        )
+        if as_json:
+            click.echo(json.dumps({**r, "out": str(target)}))
+
+    _guarded(body)
+
+
+@main.command("export")
+@click.option("--engine", type=click.Choice(["onnx", "onnx-int8", "tensorrt", "tensorrt-int8"]), default="onnx-int8", show_default=True, help="What to build.")
+@click.option("--model", help="Facemap model state file (*.pt) or folder; default: the bundled model.")
+@click.option("--calibration", type=click.Path(dir_okay=False), help="int8: a video of your rig whose frames calibrate it (default: the synthetic face).")
+@click.option("--bbox", help="int8: the crop ROW1,ROW2,COL1,COL2 the tracker will use (calibration sees what the tracker sees).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Also copy the built file here (an .onnx runs in any ONNX runtime).")
+def export_command(engine, model, calibration, bbox, out) -> None:
+    """Build an engine ahead of a run into the cache (~/.cache/facestream), with its progress.
+
+    Runs find it there: a TensorRT build takes tens of seconds to minutes, an int8 calibration a
+    few seconds; both are cached by model, calibration, runtime version (and GPU for TensorRT).
+    """
+
+    def body() -> None:
+        import shutil
+
+        from facestream.engines.model_files import load_model
+        from facestream.engines.onnx_engine import onnx_model_path
+
+        tracker_model = load_model(model)
+        if engine == "onnx":
+            path = onnx_model_path(tracker_model)
+        elif engine == "onnx-int8":
+            from facestream.engines.quantize import calibration_frames, int8_model_path
+
+            crop = _parse_bbox(bbox)
+            frames, name = calibration_frames(calibration)
+            click.echo(f"calibrating on {'the synthetic face' if frames is None else f'{len(frames)} frames of {calibration}'}", err=True)
+            path = int8_model_path(tracker_model, frames, None if crop is None else tuple(crop), name)
+        else:
+            from facestream.engines import tensorrt_engine
+
+            missing = tensorrt_engine.available()
+            if missing is not None:
+                _fail(f"cannot build a TensorRT engine here: {missing}")
+            path = tensorrt_engine.build_engine(tracker_model, "int8" if engine.endswith("int8") else "fp16", progress=_BuildProgress())
+        click.echo(str(path))
+        if out:
+            shutil.copyfile(path, out)
+
+    _guarded(body)
+
+
+class _BuildProgress:
+    """TensorRT build phases as progress bars on stderr (top-level phases only)."""
+
+    def __init__(self) -> None:
+        self.bars: dict = {}
+
+    def __call__(self, phase: str, step: int, steps: int) -> None:
+        from tqdm import tqdm
+
+        bar = self.bars.get(phase)
+        if bar is None:
+            bar = self.bars[phase] = tqdm(total=steps, desc=phase, unit="step", leave=False)
+        bar.update(step - bar.n)
+        if step >= steps:
+            bar.close()
 
 
 def _describe(msg) -> str:

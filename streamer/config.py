@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from facestream.camera_adapters.base import CameraError
+from facestream.camera_adapters.pylon import TRIGGER_PATTERN
 from facestream.camera_adapters.registry import SPEC_FORMS, parse_spec
+from facestream.engines.engine_names import ENGINES
 
 try:
     import tomllib
@@ -47,6 +49,14 @@ def _bbox_ok(v: list) -> bool:
     return 0 <= r1 < r2 and 0 <= c1 < c2
 
 
+def _roi_ok(v: list) -> bool:
+    if not v:
+        return True
+    if len(v) != 4 or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        return False
+    return v[0] >= 0 and v[1] >= 0 and v[2] >= 1 and v[3] >= 1
+
+
 # Range and choice checks beyond the type; each returns True when the value is acceptable.
 _CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("camera", "spec"): (_camera_ok, " or ".join(SPEC_FORMS)),
@@ -54,8 +64,9 @@ _CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("camera", "height"): (lambda v: 16 <= v <= 8192, "16..8192"),
     ("camera", "fps"): (lambda v: 0 <= v <= 10000, "0..10000"),
     ("camera", "frames"): (lambda v: v >= 0, ">= 0"),
+    ("camera", "loop"): (lambda v: 0 <= v <= 10000, "0..10000 frames"),
     ("buffer", "slots"): (lambda v: 2 <= v <= 100000, "2..100000"),
-    ("tracker", "engine"): (lambda v: v in ("onnx", "torch"), '"onnx" or "torch"'),
+    ("tracker", "engine"): (lambda v: v in ENGINES, " or ".join(f'"{e}"' for e in ENGINES)),
     ("tracker", "bbox"): (_bbox_ok, "[] or [row1, row2, col1, col2] with row1 < row2, col1 < col2, all >= 0"),
     ("tracker", "threads"): (lambda v: 0 <= v <= 256, "0..256"),
     ("stream", "policy"): (lambda v: v in ("latest", "every"), '"latest" or "every"'),
@@ -63,7 +74,24 @@ _CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("stream", "meta_interval"): (lambda v: 0.01 <= v <= 60, "0.01..60 seconds"),
     ("stream", "send_hwm"): (lambda v: v >= 1, ">= 1"),
     ("stream", "wait_subscribers"): (lambda v: v >= 0, ">= 0"),
+    ("stream", "encoding"): (lambda v: v in ("msgpack", "json"), '"msgpack" or "json"'),
+    ("stream", "predict_ms"): (lambda v: 0 <= v <= 1000, "0..1000 milliseconds"),
+    ("hook", "target"): (lambda v: not v or (":" in v and all(v.rpartition(":")[::2])), "module:function or path/to/file.py:function"),
+    ("hook", "budget_ms"): (lambda v: 0 < v <= 10000, "more than 0, at most 10000 milliseconds"),
+    ("hook", "disable_after"): (lambda v: v >= 0, ">= 0"),
     ("record", "flush_interval"): (lambda v: 0.05 <= v <= 10, "0.05..10 seconds"),
+    ("record", "video_codec"): (lambda v: v in ("ffv1", "mjpg"), '"ffv1" or "mjpg"'),
+    ("pylon", "exposure_us"): (lambda v: 0 <= v <= 1e8, "0..1e8 microseconds"),
+    ("pylon", "gain_db"): (lambda v: v == -1 or 0 <= v <= 100, "-1 or 0..100 dB"),
+    ("pylon", "roi"): (_roi_ok, "[] or [offset_x, offset_y, width, height], offsets >= 0, sizes >= 1"),
+    ("pylon", "pixel_format"): (lambda v: not v or v.isalnum(), 'a pixel format name such as "Mono8"'),
+    ("pylon", "fps"): (lambda v: 0 <= v <= 100000, "0..100000"),
+    ("pylon", "trigger"): (lambda v: bool(TRIGGER_PATTERN.match(v)), '"", "off" or "line1".."line4" with ":rising", ":falling" or ":any"'),
+    ("pylon", "buffers"): (lambda v: 2 <= v <= 1000, "2..1000"),
+    ("monitor", "host"): (lambda v: bool(v.strip()) and not any(c.isspace() for c in v), "an address such as 127.0.0.1"),
+    ("monitor", "port"): (lambda v: 0 <= v <= 65535, "0..65535"),
+    ("monitor", "preview_fps"): (lambda v: 0 <= v <= 30, "0..30"),
+    ("monitor", "preview_width"): (lambda v: 32 <= v <= 4096, "32..4096"),
     ("run", "frames"): (lambda v: v >= 0, ">= 0"),
     ("run", "duration"): (lambda v: v >= 0, ">= 0"),
     ("run", "status_interval"): (lambda v: v >= 0, ">= 0"),

@@ -23,13 +23,19 @@ import numpy as np
 
 from facestream.engines.bodyparts import BODYPARTS
 from facestream.engines.encoder import load_encoder
+from facestream.engines.forecast import KalmanForecaster
 from facestream.engines.tracker import load_tracker
 from facestream.streamer.capture import capture_main
 from facestream.streamer.config import Config, ConfigError
+from facestream.streamer.hooks import HookRunner
+from facestream.streamer.monitor import MonitorProcess, local_endpoint
+from facestream.streamer.preview import Previews
+from facestream.streamer.protocol import Result
 from facestream.streamer.publisher import Publisher
 from facestream.streamer.recorder import Recording, RecordingError, check_record_path
 from facestream.streamer.ringbuffer import RingBuffer
 from facestream.streamer.stats import LatencyHistogram, StageTimes
+from facestream.streamer.video_recorder import VideoRecording, VideoRecordingError, check_video_path
 
 _IDLE_S = 0.05
 _CAMERA_STALL_S = 1.0
@@ -39,7 +45,7 @@ _OPEN_TIMEOUT_S = 30.0
 def versions() -> dict:
     """Versions of Python and the packages that shape the results."""
     found = {"python": platform.python_version()}
-    for package in ("facestream", "numpy", "onnxruntime", "torch", "pyzmq", "msgpack", "h5py", "opencv-python-headless"):
+    for package in ("facestream", "numpy", "onnxruntime", "torch", "pyzmq", "msgpack", "h5py", "opencv-python-headless", "pypylon"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -90,6 +96,7 @@ class RunStats:
             "unprocessed_at_stop": self.unprocessed_at_stop,
             "recorded": self.recorded,
             "stages_ms": self.stages.means(),
+            "stages_p99_ms": self.stages.p99s(),
         }
 
 
@@ -110,33 +117,49 @@ class Pipeline:
         self.cfg = cfg
         self.on_status = on_status
         self.record_path = check_record_path(cfg["record"]["path"]) if cfg["record"]["path"] else None
+        if cfg["record"]["video"]:
+            check_video_path(cfg["record"]["video"])
         t = cfg["tracker"]
         self.tracker = load_tracker(
-            engine=t["engine"], model=t["model"] or None, bbox=tuple(t["bbox"]) or None, threads=t["threads"]
+            engine=t["engine"], model=t["model"] or None, bbox=tuple(t["bbox"]) or None, threads=t["threads"],
+            calibration=t["calibration"] or None,
         )
         self.encoder = load_encoder(cfg["encoder"]["model"] or None)
+        self.predict_ns = round(cfg["stream"]["predict_ms"] * 1e6)
+        # one forecaster for the keypoints' x, y and one for the activity
+        self.forecasts = (KalmanForecaster(), KalmanForecaster()) if self.predict_ns else None
+        h = cfg["hook"]
+        self.hook = HookRunner(h["target"], h["budget_ms"], h["disable_after"]) if h["target"] else None
         self.stats = RunStats()
         self.status = "starting"
         self.recording: Recording | None = None
+        self.video: VideoRecording | None = None
+        self.camera_stalled: str | None = None  # why the camera delivers no frames, while it does not
+        self.previews: Previews | None = None
         self.publisher: Publisher | None = None
         self._camera: dict = {}
+        self.processes: dict[str, int] = {}  # role -> pid of the processes this run started
 
     # -- the run ------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> dict:
         cfg = self.cfg
         ctx = mp.get_context("spawn")
-        publisher = Publisher(cfg["stream"]["publish"], cfg["stream"]["send_hwm"])
+        publisher = Publisher(cfg["stream"]["publish"], cfg["stream"]["send_hwm"], encoding=cfg["stream"]["encoding"])
         self.publisher = publisher
+        m = cfg["monitor"]
+        self.previews = Previews(publisher, m["preview_fps"], m["preview_width"])
+        monitor = MonitorProcess(ctx, local_endpoint(cfg["stream"]["publish"]), m["host"], m["port"]) if m["enabled"] else None
         conn, child_conn = ctx.Pipe()
         stop = ctx.Event()
         c = cfg["camera"]
         camera_args = dict(
             spec=c["spec"], width=c["width"], height=c["height"], fps=c["fps"],
-            seed=c["seed"], frames=c["frames"], realtime=c["realtime"],
+            seed=c["seed"], frames=c["frames"], loop=c["loop"], realtime=c["realtime"], pylon=cfg["pylon"],
         )
         proc = ctx.Process(target=capture_main, args=(camera_args, child_conn, stop), name="facestream-capture", daemon=True)
         ring = None
         failed = False
+        video_error = None
         try:
             if self.record_path is not None:
                 self.recording = Recording(
@@ -144,11 +167,17 @@ class Pipeline:
                     self._run_info(), cfg["record"]["flush_interval"],
                 )
                 self.recording.start()
+            if monitor is not None:
+                monitor.start()
             proc.start()
+            self.processes["capture"] = proc.pid
             shape, self._camera = self._wait_opened(conn, proc)
             self._check_bbox(shape)
             self.tracker.infer(np.zeros(shape, np.uint8))  # warm up: the first inference is slow
             ring = RingBuffer.create(shape, cfg["buffer"]["slots"])
+            if cfg["record"]["video"]:  # its reader starts at the ring's first frame
+                self.video = VideoRecording(ctx, cfg["record"]["video"], cfg["record"]["video_codec"])
+                self.video.start(ring.name, self._camera.get("fps", 0.0))
             self.status = "waiting for subscribers"
             if publisher.wait_for_subscribers(cfg["stream"]["wait_subscribers"], should_stop):
                 reader = ring.reader()  # before capture starts writing: its first frame is ours
@@ -160,13 +189,22 @@ class Pipeline:
             raise
         finally:
             self.status = "failed" if failed else ("ended" if self.status == "ended" else "stopped")
+            if self.hook is not None:
+                self.hook.close()
             publisher.publish_meta(self.meta())  # the last word, for subscribers and the recording
             stop.set()
+            if monitor is not None:
+                monitor.stop()
             if proc.pid is not None:
                 proc.join(2.0)
                 if proc.is_alive():
                     proc.terminate()
                     proc.join(1.0)
+            try:
+                if self.video is not None:
+                    self.video.finish()  # the frames still in the ring, now that capture has stopped
+            except VideoRecordingError as e:
+                video_error = e
             if ring is not None:
                 ring.close()
                 ring.unlink()
@@ -178,6 +216,8 @@ class Pipeline:
                     raise
             finally:
                 publisher.close()
+        if video_error is not None:
+            raise video_error
         return self.stats.summary()
 
     def _run_info(self) -> dict:
@@ -246,10 +286,12 @@ class Pipeline:
             if now >= next_meta:
                 if self.recording is not None:
                     self.recording.check()
+                camera_ended = self._poll_capture(conn, proc, camera_ended)
                 publisher.publish_meta(self.meta())
                 next_meta = now + meta_every
             if status_every and now >= next_status and self.on_status:
-                self.on_status(status_line(stats, (stats.frames - status_frames) / (now - status_t)))
+                line = status_line(stats, (stats.frames - status_frames) / (now - status_t))
+                self.on_status(line if self.hook is None else f"{line}  {self.hook.status()}")
                 status_frames, status_t = stats.frames, now
                 next_status = now + status_every
                 stats.window = LatencyHistogram()
@@ -258,11 +300,14 @@ class Pipeline:
             self.status = "ended"
 
     def _process(self, frame, publisher: Publisher) -> None:
+        picked_ns = time.monotonic_ns()
         t0 = time.perf_counter_ns()
         keypoints = self.tracker.infer(frame.pixels)[0]
         t1 = time.perf_counter_ns()
         neural = self.encoder.step(keypoints)
         t2 = time.perf_counter_ns()
+        predicted = self._forecast(frame.t_capture_ns, keypoints, neural) if self.forecasts else {}
+        t3 = time.perf_counter_ns()
         message = publisher.publish_frame({
             "frame_id": frame.frame_id,
             "t_capture_ns": frame.t_capture_ns,
@@ -271,18 +316,40 @@ class Pipeline:
             "keypoints": keypoints.tolist(),
             "neural": neural.tolist(),
             "dropped": self.stats.drops.total,
+            **{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in predicted.items()},
         })
-        t3 = time.perf_counter_ns()
+        t4 = time.perf_counter_ns()
+        if self.hook is not None:
+            self.hook(Result(
+                seq=message["seq"], frame_id=frame.frame_id, t_capture_ns=frame.t_capture_ns,
+                t_publish_ns=message["t_publish_ns"], t_camera_ns=message["t_camera_ns"], camera=message["camera"],
+                keypoints=keypoints, neural=neural, dropped=message["dropped"], **predicted,
+            ))
         latency_ms = (message["t_publish_ns"] - frame.t_capture_ns) / 1e6
         self.stats.frames += 1
         self.stats.latency.add(latency_ms)
         self.stats.window.add(latency_ms)
         self.stats.stages.add({
+            "wait_ms": (picked_ns - frame.t_capture_ns) / 1e6,
+            "overhead_ms": (message["t_publish_ns"] - picked_ns) / 1e6 - self.tracker.last_timings_ms["network"],
             **{f"{k}_ms": v for k, v in self.tracker.last_timings_ms.items()},
             "track_ms": (t1 - t0) / 1e6,
             "encode_ms": (t2 - t1) / 1e6,
-            "publish_ms": (t3 - t2) / 1e6,
+            **({"forecast_ms": (t3 - t2) / 1e6} if self.forecasts else {}),
+            "publish_ms": (t4 - t3) / 1e6,
         })
+        # after the frame is out and timed: a preview never delays the message it shows
+        self.previews.offer(frame.pixels, frame.frame_id, frame.t_capture_ns, message["camera"], message["keypoints"])
+
+    def _forecast(self, t_capture_ns: int, keypoints: np.ndarray, neural: np.ndarray) -> dict:
+        """Keypoints (likelihood kept) and activity extrapolated to capture + ``predict_ms``."""
+        points, activity = self.forecasts
+        t = t_capture_ns + self.predict_ns
+        points.update(keypoints[:, :2], t_capture_ns)
+        activity.update(neural, t_capture_ns)
+        ahead = keypoints.copy()
+        ahead[:, :2] = points.predict(t, (len(keypoints), 2))
+        return {"keypoints_predicted": ahead, "neural_predicted": activity.predict(t), "t_predicted_ns": t}
 
     def _poll_capture(self, conn, proc, camera_ended: bool) -> bool:
         while conn.poll():
@@ -291,6 +358,8 @@ class Pipeline:
                 raise PipelineError(msg[1])
             if msg[0] == "ended":
                 camera_ended = True
+            if msg[0] in ("stalled", "resumed"):
+                self.camera_stalled = msg[1] if msg[0] == "stalled" else None
         if not camera_ended and not proc.is_alive():
             raise PipelineError(f"capture process died (exit code {proc.exitcode})")
         return camera_ended
@@ -302,14 +371,19 @@ class Pipeline:
             "status": self.status,
             "bodyparts": list(BODYPARTS),
             "keypoints": {"layout": "[x, y, likelihood] per bodypart; x = column, y = row, frame pixels"},
-            "camera": self._camera,
+            "camera": {**self._camera, "stalled": self.camera_stalled},
             "frame": {"height": self._camera.get("height"), "width": self._camera.get("width")},
             "tracker": self.tracker.describe(),
             "encoder": enc,
-            "neural": {"kind": enc["kind"], "length": enc["n_out"], "lookahead_frames": enc["lookahead_frames"]},
+            "neural": self.encoder.output_meta(self._camera.get("fps")),
             "policy": self.cfg["stream"]["policy"],
-            "recording": None if self.recording is None else {
-                "path": str(self.recording.path), "dropped": self.publisher.tee_dropped},
+            "prediction": None if not self.predict_ns else {
+                "horizon_ms": self.cfg["stream"]["predict_ms"], "method": "kalman constant velocity",
+                "q_over_r": self.forecasts[0].q},
+            "hook": None if self.hook is None else self.hook.describe(),
+            "recording": None if self.recording is None and self.video is None else {
+                **({} if self.recording is None else {"path": str(self.recording.path), "dropped": self.publisher.tee_dropped}),
+                "video": None if self.video is None else self.video.describe()},
             "stats": self.stats.summary(),
             "clock": {"monotonic_ns": time.monotonic_ns(), "time_ns": time.time_ns()},
         }

@@ -1,11 +1,15 @@
 """The ZeroMQ publisher: never waits for a subscriber, numbers every frame message.
 
+Payloads are msgpack or JSON (``encoding``); ``meta`` says which, for subscribers that
+cannot tell by themselves.
+
 An XPUB socket (a PUB that also sees subscriptions) lets the pipeline wait, when asked, for
 subscribers to arrive before the first frame, so they miss nothing.
 """
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import zmq
 
@@ -17,20 +21,25 @@ class PublishError(RuntimeError):
 
 
 class Publisher:
-    def __init__(self, endpoint: str, send_hwm: int = 1000, linger_ms: int = 1000):
+    def __init__(self, endpoint: str, send_hwm: int = 1000, linger_ms: int = 1000, encoding: str = "msgpack"):
+        if encoding not in protocol.ENCODINGS:
+            raise PublishError(f"unknown encoding {encoding!r} (known: {', '.join(protocol.ENCODINGS)})")
         self.endpoint = endpoint
+        self.encoding = encoding
         self._ctx = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.XPUB)
         self._sock.setsockopt(zmq.SNDHWM, send_hwm)
         self._sock.setsockopt(zmq.LINGER, linger_ms)
-        self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        # Every subscribe and unsubscribe reaches us, a departing subscriber's included, so the
+        # per-topic counts stay exact (plain XPUB_VERBOSE hides repeated unsubscribes).
+        self._sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         try:
             self._sock.bind(endpoint)
         except zmq.ZMQError as e:
             self._sock.close(0)
             raise PublishError(f"cannot publish on {endpoint}: {e.strerror}") from None
         self.seq = 0
-        self.frame_subscriptions = 0
+        self.subscriptions: Counter[bytes] = Counter()  # topic prefix -> subscriptions to it
         self._tee: zmq.Socket | None = None
         self.tee_dropped = 0
 
@@ -49,10 +58,18 @@ class Publisher:
                 event = self._sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if event[:1] == b"\x01" and protocol.TOPIC_FRAME.startswith(event[1:]):
-                self.frame_subscriptions += 1
-            elif event[:1] == b"\x00" and protocol.TOPIC_FRAME.startswith(event[1:]):
-                self.frame_subscriptions -= 1
+            if event[:1] in (b"\x00", b"\x01"):
+                self.subscriptions[event[1:]] += 1 if event[:1] == b"\x01" else -1
+
+    def subscribers(self, topic: bytes, named: bool = False) -> int:
+        """Subscriptions that receive ``topic`` (its prefixes); ``named`` leaves out the empty
+        prefix, a subscription to everything."""
+        self._read_subscriptions()
+        return sum(n for prefix, n in self.subscriptions.items() if topic.startswith(prefix) and (prefix or not named))
+
+    @property
+    def frame_subscriptions(self) -> int:
+        return self.subscribers(protocol.TOPIC_FRAME)
 
     def wait_for_subscribers(self, n: int, should_stop, poll_s: float = 0.05) -> bool:
         """Block until ``n`` subscriptions to frames have arrived; False if ``should_stop()`` first."""
@@ -73,10 +90,18 @@ class Publisher:
 
     def publish_meta(self, fields: dict) -> None:
         self._read_subscriptions()
-        self._send(protocol.TOPIC_META, {"v": protocol.VERSION, **fields})
+        self._send(protocol.TOPIC_META, {"v": protocol.VERSION, "encoding": self.encoding, **fields})
+
+    def publish_preview(self, fields: dict) -> None:
+        """Send one ``preview`` to subscribers only: a recording has no use for it."""
+        payload = protocol.pack({"v": protocol.VERSION, **fields, "t_publish_ns": time.monotonic_ns()}, self.encoding)
+        try:
+            self._sock.send_multipart([protocol.TOPIC_PREVIEW, payload], zmq.NOBLOCK)
+        except zmq.Again:
+            pass
 
     def _send(self, topic: bytes, message: dict) -> None:
-        parts = [topic, protocol.pack(message)]
+        parts = [topic, protocol.pack(message, self.encoding)]
         # PUB sockets drop, never block, when a subscriber's queue is full; NOBLOCK makes sure.
         try:
             self._sock.send_multipart(parts, zmq.NOBLOCK)

@@ -50,16 +50,17 @@ class LatencyHistogram:
 
 
 class StageTimes:
-    """Mean time per pipeline stage, in ms."""
+    """Time per pipeline stage, in ms: mean and percentiles, in constant memory per stage."""
 
     def __init__(self) -> None:
-        self.total: dict[str, float] = {}
-        self.n = 0
+        self.stages: dict[str, LatencyHistogram] = {}
 
     def add(self, times_ms: dict[str, float]) -> None:
         for k, v in times_ms.items():
-            self.total[k] = self.total.get(k, 0.0) + v
-        self.n += 1
+            self.stages.setdefault(k, LatencyHistogram()).add(max(v, 0.0))
 
     def means(self) -> dict[str, float]:
-        return {k: round(v / self.n, 3) for k, v in self.total.items()} if self.n else {}
+        return {k: round(h.mean_ms, 3) for k, h in self.stages.items()}
+
+    def p99s(self) -> dict[str, float]:
+        return {k: round(h.percentile(99), 3) for k, h in self.stages.items()}

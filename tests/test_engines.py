@@ -139,3 +139,26 @@ def test_tensorrt_engines_agree_with_fp32(cache_home, held_out, engine):
     fp32 = load_tracker("onnx").infer(frames)
     trt = load_tracker(engine)
     assert in_view_distance(trt.infer(frames), fp32, truth).mean() < INT8_MEAN_PX
+
+
+def test_export_builds_ahead_and_copies(cache_home, tmp_path):
+    import subprocess
+    import sys
+
+    import onnxruntime as ort
+
+    out = tmp_path / "tracker-int8.onnx"
+    env = {**__import__("os").environ, "XDG_CACHE_HOME": str(cache_home)}
+    done = subprocess.run([sys.executable, "-m", "facestream.streamer.cli", "export", "--engine", "onnx-int8", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(int8_model_path(load_model(None)))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["heatmap", "row_offset", "col_offset"]
+    for args, words in ((["--engine", "tensorrt"], "cannot build a TensorRT engine here"),
+                        (["--calibration", str(tmp_path / "missing.avi")], "cannot be read")):
+        if args[0] == "--engine" and tensorrt_missing() is None:
+            continue
+        done = subprocess.run([sys.executable, "-m", "facestream.streamer.cli", "export", *args],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 1 and words in done.stderr and "Traceback" not in done.stderr

@@ -28,6 +28,7 @@ import torch
 from click.testing import CliRunner
 
 from facestream.camera_adapters.synthetic import SyntheticCamera
+from facestream.engines import facemap_reference
 from facestream.engines.bodyparts import BODYPARTS
 from facestream.engines.model_files import BUNDLED_DIR, PARAMS_NAME, STATE_NAME
 from facestream.streamer.cli import main
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 FACEMAP_PYTHON = Path(os.environ.get("FACEMAP_PYTHON", REPO / ".facemap-venv" / "bin" / "python"))
-REFERENCE_SCRIPT = Path(__file__).with_name("facemap_reference.py")
+REFERENCE_SCRIPT = Path(facemap_reference.__file__)
 FRAMES = 20
 FRAME_STEP = 37  # frames of the synthetic session 0.74 s apart: the face moves between them
 MODELS = ("default", "perturbed", "structured")

@@ -59,7 +59,7 @@ def test_subscriber_receives_every_frame_with_no_seq_gap(endpoint):
     assert meta["bodyparts"] == list(BODYPARTS)
     assert meta["neural"]["length"] == len(f["neural"]) and meta["policy"] == "every"
     assert meta["frame"] == {"height": 480, "width": 640}
-    assert meta["tracker"]["engine"] == "onnx" and "sha256" in meta["tracker"]
+    assert meta["tracker"]["engine"] == "onnx-int8" and meta["tracker"]["reason"].startswith("auto:") and "sha256" in meta["tracker"]
     assert summary["frames"] == 40
     # every frame the camera produced is processed, dropped (by cause) or still unprocessed
     produced = frames[-1]["frame_id"] - frames[0]["frame_id"] + 1
@@ -102,6 +102,7 @@ def test_video_file_is_tracked_frame_by_frame_and_ends(endpoint, tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_cleanly_with_a_final_meta(endpoint, sig):
+    rings_before = {n for n in os.listdir("/dev/shm") if n.startswith("fsring_")}
     with Subscriber(endpoint) as sub:
         proc = _start("run", "--publish", endpoint, "--fps", "30", "--json", "--quiet")
         first = None
@@ -116,7 +117,7 @@ def test_signal_stops_cleanly_with_a_final_meta(endpoint, sig):
     summary = _summary(proc)
     assert metas and metas[-1]["status"] == "stopped"
     assert summary["frames"] >= 1
-    assert not [n for n in os.listdir("/dev/shm") if n.startswith("fsring_")]
+    assert not {n for n in os.listdir("/dev/shm") if n.startswith("fsring_")} - rings_before
 
 
 @pytest.mark.parametrize(
@@ -172,16 +173,3 @@ def test_listen_prints_what_arrives(endpoint):
 def test_listen_times_out_with_an_error(endpoint):
     r = subprocess.run([*CLI, "listen", endpoint, "--timeout", "0.5"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "no message" in r.stderr
-
-
-def test_bench_reports_the_measured_pipeline(tmp_path):
-    out = tmp_path / "bench.json"
-    r = subprocess.run([*CLI, "bench", "--frames", "20", "--fps", "30", "--policy", "every", "--json", str(out)],
-                       capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, r.stderr
-    result = json.loads(out.read_text())
-    assert result["frames"] == 20 and result["subscriber"]["received"] == 20
-    assert result["subscriber"]["lost"] == 0
-    lat = result["latency_ms"]
-    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
-    assert result["fps"] > 0 and "network_ms" in result["stages"] and result["facemap_fps"] is None

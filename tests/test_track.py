@@ -103,7 +103,7 @@ def test_bbox_batch_and_out(video, cache, tmp_path):
         (["--bbox", "0,10,0"], "bbox must be 4 integers"),
         (["--bbox", "0,200,0,50"], "outside the 120x160"),
         (["--model", "/nonexistent/model.pt"], "no such model file"),
-        (["--engine", "tensorrt"], "unknown engine"),
+        (["--engine", "tensorflow"], "unknown engine"),
     ],
 )
 def test_errors_leave_no_file(video, cache, tmp_path, args, words):

@@ -1,0 +1,56 @@
+"""`facestream bench`: the real pipeline measured from a subscriber in another process, short."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "facestream.streamer.cli"]
+FACEMAP_PYTHON = Path(os.environ.get("FACEMAP_PYTHON", Path(__file__).parents[1] / ".facemap-venv" / "bin" / "python"))
+
+
+def bench(tmp_path, *args, env=None):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([*CLI, "bench", *args, "--json", str(out)], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, **(env or {})})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(out.read_text()), r.stdout
+
+
+def test_every_frame_reaches_the_subscriber_and_is_timed(tmp_path):
+    plot = tmp_path / "latency.png"
+    result, summary = bench(tmp_path, "--frames", "30", "--fps", "30", "--loop", "10", "--policy", "every",
+                            "--no-facemap", "--plot", str(plot))
+    assert result["frames"] == 30 and result["subscriber"] == {"received": 30, "lost": 0}
+    lat = result["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    assert result["publish_latency_ms"]["p50"] < lat["p50"]  # the subscriber receives after publication
+    assert {"wait", "preprocess", "network", "decode", "encode", "publish", "overhead"} <= set(result["stages"])
+    assert all(0 <= s["mean"] <= s["p99"] + 1e-3 for s in result["stages"].values())
+    assert result["dropped"]["total"] == result["dropped"]["camera"] + result["dropped"]["overrun"] + result["dropped"]["skipped"]
+    assert set(result["cpu_percent"]) >= {"tracker", "capture", "subscriber"}
+    assert sum(m["frames"] for m in result["per_minute"]) == 30
+    assert result["facemap_fps"] is None and result["engine"] == "onnx-int8"
+    assert result["engine_reason"].startswith("auto:")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "frames/s" in summary and "capture -> subscriber" in summary
+
+
+@pytest.mark.skipif(not FACEMAP_PYTHON.is_file(), reason=f"no Facemap environment at {FACEMAP_PYTHON} (.ci/run builds it)")
+def test_facemap_is_timed_on_the_same_frames(tmp_path):
+    result, summary = bench(tmp_path, "--frames", "20", "--fps", "100", "--loop", "12",
+                            env={"FACEMAP_PYTHON": str(FACEMAP_PYTHON)})
+    assert result["facemap"]["frames"] == 12
+    assert result["facemap_fps"] > 0
+    assert result["speedup_vs_facemap"] == pytest.approx(result["fps"] / result["facemap_fps"], rel=0.01)
+    assert "Facemap itself" in summary
+
+
+def test_missing_facemap_is_reported_not_fatal(tmp_path):
+    result, _ = bench(tmp_path, "--frames", "5", "--fps", "50", "--loop", "5",
+                      env={"FACEMAP_PYTHON": str(tmp_path / "no-such-python")})
+    assert result["facemap_fps"] is None and "FACEMAP_PYTHON" in result["facemap"]["error"]
