@@ -118,9 +118,9 @@ def _overrides(**flags) -> dict:
     }
     out: dict[str, dict] = {}
     for flag, value in flags.items():
-        if value is not None:
+        if value is not None and value != ():  # () = a repeatable flag not given
             section, key = where[flag]
-            out.setdefault(section, {})[key] = value
+            out.setdefault(section, {})[key] = list(value) if isinstance(value, tuple) else value
     return out
 
 
@@ -132,7 +132,7 @@ def main() -> None:
 
 _pipeline_options = [
     click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file (see configs/default.toml)."),
-    click.option("--camera", help="Frame source: synthetic | video:PATH | pylon[:SERIAL] | webcam:INDEX (see `facestream cameras`)."),
+    click.option("--camera", multiple=True, help="Frame source: synthetic | video:PATH | pylon[:SERIAL] | webcam:INDEX (see `facestream cameras`); repeat for several cameras."),
     click.option("--realtime/--unpaced", default=None, help="Video files: at the file's frame rate (default) or as fast as they decode."),
     click.option("--fps", type=float, help="Synthetic camera frame rate (0 = as fast as possible)."),
     click.option("--seed", type=int, help="Synthetic camera seed."),
@@ -181,7 +181,8 @@ def run(config_path, bbox, as_json, quiet, **flags) -> None:
         status = _StatusLine()
         pipeline = Pipeline(cfg, on_status=status)
         click.echo(
-            f"facestream: {cfg['camera']['spec']} -> {pipeline.tracker.describe()['engine']} tracker -> "
+            f"facestream: {' + '.join(f'{n} = {s}' for n, s in zip(pipeline.names, pipeline.specs))} -> "
+            f"{pipeline.tracker.describe()['engine']} tracker -> "
             f"publishing on {cfg['stream']['publish']} (Ctrl-C stops)",
             err=True,
         )
@@ -206,9 +207,10 @@ def run(config_path, bbox, as_json, quiet, **flags) -> None:
                 + (", disabled" if h["disabled"] else ""),
                 err=True,
             )
-        if pipeline.video is not None:
-            v = pipeline.video.describe()
-            click.echo(f"facestream: video {v['path']}: {v['frames']} frames, {v['dropped']} dropped by the video recorder", err=True)
+        for stream in pipeline.streams:
+            if stream.video is not None:
+                v = stream.video.describe()
+                click.echo(f"facestream: video {v['path']}: {v['frames']} frames, {v['dropped']} dropped by the video recorder", err=True)
         if as_json:
             click.echo(json.dumps(summary))
 
@@ -274,7 +276,7 @@ def bench(config_path, frames, fps, loop, json_path, plot_path, facemap, soak, *
 
         run = {"frames": 0, "duration": soak * 60} if soak else {"frames": frames}
         cfg = load_config(config_path, _overrides(fps=fps, **flags) | {"run": run})
-        cfg["camera"].update(spec="synthetic", loop=loop)
+        cfg["camera"].update(spec=["synthetic"], names=[], loop=loop)
         cfg["record"]["path"] = ""
         status = _StatusLine()
         try:

@@ -71,7 +71,7 @@ class Subscriber:
         self.lost = 0
         self.skipped = 0
         self.frames = 0
-        self._last_seq: int | None = None
+        self._last_seq: dict[str | None, int] = {}  # camera -> its last seq
 
     def recv(self, timeout: float | None = None) -> Message | None:
         """The next message, or None if none arrives within ``timeout`` seconds."""
@@ -80,9 +80,10 @@ class Subscriber:
         topic, payload = self._sock.recv_multipart()
         now = time.monotonic_ns()
         data = self._decode(topic, payload)
-        if topic == protocol.TOPIC_FRAME:
-            self._count(data["seq"], passed_over=0)
-        return Message(topic.decode(), data, now)
+        kind = protocol.topic_kind(topic)
+        if kind == protocol.TOPIC_FRAME:
+            self._count(data, passed_over=0)
+        return Message(kind.decode(), data, now)
 
     def latest(self, timeout: float | None = None) -> Message | None:
         """The newest frame message that has arrived, waiting up to ``timeout`` seconds for
@@ -100,15 +101,15 @@ class Subscriber:
                     topic, payload = self._sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                if topic == protocol.TOPIC_FRAME:
+                if protocol.topic_kind(topic) == protocol.TOPIC_FRAME:
                     if newest is not None:
                         passed_over += 1
-                    newest = (payload, time.monotonic_ns())
+                    newest = (topic, payload, time.monotonic_ns())
                 else:
                     self._decode(topic, payload)
-        payload, now = newest
-        data = self._decode(protocol.TOPIC_FRAME, payload)
-        self._count(data["seq"], passed_over)
+        topic, payload, now = newest
+        data = self._decode(topic, payload)
+        self._count(data, passed_over)
         return Message("frame", data, now)
 
     def run(self, callback: Callable[[Result], Any], latest: bool = True,
@@ -127,12 +128,14 @@ class Subscriber:
             self.meta = data
         return data
 
-    def _count(self, seq: int, passed_over: int) -> None:
+    def _count(self, data: dict, passed_over: int) -> None:
         """Frames received, passed over by latest(), and lost before they reached this socket
-        (a seq gap larger than what was passed over)."""
-        if self._last_seq is not None and seq > self._last_seq + 1 + passed_over:
-            self.lost += seq - self._last_seq - 1 - passed_over
-        self._last_seq = seq
+        (a gap in the camera's ``seq`` larger than what was passed over)."""
+        seq, camera = data["seq"], data.get("camera")
+        last = self._last_seq.get(camera)
+        if last is not None and seq > last + 1 + passed_over:
+            self.lost += seq - last - 1 - passed_over
+        self._last_seq[camera] = seq
         self.skipped += passed_over
         self.frames += 1 + passed_over
 

@@ -32,12 +32,13 @@ class ConfigError(ValueError):
 _ENDPOINT = re.compile(r"^(tcp://[^:/\s]+:\d{1,5}|ipc://\S+)$")
 
 
-def _camera_ok(spec: str) -> bool:
+def _camera_ok(specs: list) -> bool:
     try:
-        parse_spec(spec)
-    except CameraError:
+        for spec in specs:
+            parse_spec(spec)
+    except (CameraError, AttributeError):
         return False
-    return True
+    return bool(specs)
 
 
 def _bbox_ok(v: list) -> bool:
@@ -59,7 +60,9 @@ def _roi_ok(v: list) -> bool:
 
 # Range and choice checks beyond the type; each returns True when the value is acceptable.
 _CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
-    ("camera", "spec"): (_camera_ok, " or ".join(SPEC_FORMS)),
+    ("camera", "spec"): (_camera_ok, " or ".join(SPEC_FORMS) + ", or a list of them"),
+    ("camera", "names"): (lambda v: all(isinstance(n, str) and n and "/" not in n for n in v), "a list of non-empty names without '/'"),
+    ("camera", "sync_ms"): (lambda v: 0 <= v <= 1000, "0..1000 milliseconds"),
     ("camera", "width"): (lambda v: 16 <= v <= 8192, "16..8192"),
     ("camera", "height"): (lambda v: 16 <= v <= 8192, "16..8192"),
     ("camera", "fps"): (lambda v: 0 <= v <= 10000, "0..10000"),
@@ -115,7 +118,9 @@ def _read_toml(path: Path) -> dict:
 
 
 def defaults() -> Config:
-    return _read_toml(default_config_path())
+    cfg = _read_toml(default_config_path())
+    cfg["camera"]["spec"] = [cfg["camera"]["spec"]]  # one camera or several: always a list inside
+    return cfg
 
 
 def _type_name(v: Any) -> str:
@@ -124,6 +129,8 @@ def _type_name(v: Any) -> str:
 
 def _coerce(section: str, key: str, value: Any, default: Any, source: str) -> Any:
     name = f"[{section}] {key}"
+    if (section, key) == ("camera", "spec") and isinstance(value, str):
+        value = [value]
     ok = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True

@@ -78,6 +78,7 @@ class _Camera:
     samples: deque = field(default_factory=lambda: deque(maxlen=int(TRACE_HZ * WINDOW_S)))  # (number, sample)
     recent: deque = field(default_factory=deque)  # (t_publish_ns, latency ms) of every frame in the window
     last_sample_ns: int = 0
+    last_seq: int | None = None  # seq counts per camera
 
     def window(self) -> dict:
         """Frames/s and latency (capture to publish, the pipeline's own clock) of recent frames."""
@@ -107,7 +108,6 @@ class _Hub:
         self.undecodable = 0
         self.last_message = None  # time.monotonic() of the last message, None before the first
         self.stopping = False
-        self._last_seq: int | None = None
 
     def _camera(self, name: str) -> _Camera:
         return self.cameras.setdefault(name, _Camera())
@@ -122,9 +122,10 @@ class _Hub:
         with self.cond:
             self.last_message = time.monotonic()
             if topic == protocol.TOPIC_META:
-                cam = self._camera(str((data.get("camera") or {}).get("name") or "camera"))
-                cam.meta = _finite(data)
-                cam.meta_version += 1
+                for camera in data.get("cameras") or [data.get("camera") or {"name": "camera"}]:
+                    cam = self._camera(str(camera.get("name") or "camera"))
+                    cam.meta = _finite({**data, "camera": camera})
+                    cam.meta_version += 1
             elif topic == protocol.TOPIC_PREVIEW:
                 cam = self._camera(str(data.get("camera") or "camera"))
                 cam.preview = data
@@ -135,11 +136,11 @@ class _Hub:
             self.cond.notify_all()
 
     def _take_frame(self, data: dict) -> None:
-        seq = data.get("seq")
-        if self._last_seq is not None and isinstance(seq, int) and seq > self._last_seq + 1:
-            self.lost += seq - self._last_seq - 1
-        self._last_seq = seq
         cam = self._camera(str(data.get("camera") or "camera"))
+        seq = data.get("seq")
+        if cam.last_seq is not None and isinstance(seq, int) and seq > cam.last_seq + 1:
+            self.lost += seq - cam.last_seq - 1
+        cam.last_seq = seq
         t_pub = data["t_publish_ns"]
         cam.recent.append((t_pub, (t_pub - data["t_capture_ns"]) / 1e6))
         while cam.recent and cam.recent[0][0] < t_pub - WINDOW_S * 1e9:
@@ -156,7 +157,7 @@ class _Hub:
                 cam.samples.clear()
                 cam.recent.clear()
                 cam.preview = None
-            self._last_seq = None
+                cam.last_seq = None
 
     def update_for(self, cursor: "_Cursor") -> dict:
         """What changed since ``cursor`` (which is moved on); call with ``cond`` held."""

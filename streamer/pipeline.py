@@ -1,14 +1,15 @@
-"""The live pipeline: capture process -> ring buffer -> tracker -> encoder -> publisher.
+"""The live pipeline: capture processes -> ring buffers -> tracker -> encoders -> publisher.
+
+One tracker serves every camera of the run: each pass takes the newest (or next) frame of each
+camera that has one, waiting up to ``[camera] sync_ms`` for the others once one has arrived, and
+runs frames of the same size through the network as one batch. Each camera keeps its own
+``CameraStream`` (ring buffer, drop counts, encoder state, forecasts) and its own topic,
+``frame/<name>``.
 
 The tracker loop owns the ZeroMQ socket (sockets are not thread-safe), so it also sends
-``meta`` and refreshes the status line between frames; it never waits longer than
-``_IDLE_S`` for a frame, so a stalled camera is noticed and ``meta`` keeps flowing.
-
-From the run's first processed frame on, every frame the camera produced is either processed or
-counted as dropped, by cause:
-``camera`` (gaps in the camera's frame counter: the camera or its driver lost them),
-``overrun`` (the ring buffer overwrote them before the tracker read them, policy ``every``)
-and ``skipped`` (passed over for a newer frame, policy ``latest``).
+``meta`` and refreshes the status line between frames; it never waits longer than ``_IDLE_S``
+for a frame, so a stalled camera is noticed and ``meta`` keeps flowing. Drop accounting is per
+camera (``camera_stream``); the run's counts are their sums.
 """
 from __future__ import annotations
 
@@ -23,9 +24,8 @@ import numpy as np
 
 from facestream.engines.bodyparts import BODYPARTS
 from facestream.engines.encoder import load_encoder
-from facestream.engines.forecast import KalmanForecaster
 from facestream.engines.tracker import load_tracker
-from facestream.streamer.capture import capture_main
+from facestream.streamer.camera_stream import CameraStream, CaptureError, Drops, per_camera_path
 from facestream.streamer.config import Config, ConfigError
 from facestream.streamer.hooks import HookRunner
 from facestream.streamer.monitor import MonitorProcess, local_endpoint
@@ -33,13 +33,12 @@ from facestream.streamer.preview import Previews
 from facestream.streamer.protocol import Result
 from facestream.streamer.publisher import Publisher
 from facestream.streamer.recorder import Recording, RecordingError, check_record_path
-from facestream.streamer.ringbuffer import RingBuffer
 from facestream.streamer.stats import LatencyHistogram, StageTimes
-from facestream.streamer.video_recorder import VideoRecording, VideoRecordingError, check_video_path
+from facestream.streamer.video_recorder import VideoRecordingError, check_video_path
 
 _IDLE_S = 0.05
+_POLL_S = 0.0005
 _CAMERA_STALL_S = 1.0
-_OPEN_TIMEOUT_S = 30.0
 
 
 def versions() -> dict:
@@ -58,20 +57,6 @@ class PipelineError(RuntimeError):
 
 
 @dataclass
-class Drops:
-    camera: int = 0
-    overrun: int = 0
-    skipped: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.camera + self.overrun + self.skipped
-
-    def as_dict(self) -> dict:
-        return {"total": self.total, "camera": self.camera, "overrun": self.overrun, "skipped": self.skipped}
-
-
-@dataclass
 class RunStats:
     started_ns: int = field(default_factory=time.monotonic_ns)
     frames: int = 0
@@ -79,6 +64,7 @@ class RunStats:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     window: LatencyHistogram = field(default_factory=LatencyHistogram)
     stages: StageTimes = field(default_factory=StageTimes)
+    batches: int = 0
     unprocessed_at_stop: int = 0
     recorded: int | None = None
 
@@ -93,6 +79,7 @@ class RunStats:
             "fps": round(self.fps(), 2),
             "latency_ms": self.latency.summary(),
             "dropped": self.drops.as_dict(),
+            "frames_per_batch": round(self.frames / self.batches, 2) if self.batches else None,
             "unprocessed_at_stop": self.unprocessed_at_stop,
             "recorded": self.recorded,
             "stages_ms": self.stages.means(),
@@ -111,33 +98,39 @@ def status_line(stats: RunStats, fps: float) -> str:
 
 
 class Pipeline:
-    """One camera's live pipeline. ``run()`` blocks until stopped and returns the run's summary."""
+    """A live pipeline over one or several cameras. ``run()`` blocks until stopped and returns the
+    run's summary."""
 
     def __init__(self, cfg: Config, on_status: Callable[[str], None] | None = None):
         self.cfg = cfg
         self.on_status = on_status
-        self.record_path = check_record_path(cfg["record"]["path"]) if cfg["record"]["path"] else None
-        if cfg["record"]["video"]:
-            check_video_path(cfg["record"]["video"])
+        c = cfg["camera"]
+        self.specs = c["spec"]
+        self.names = c["names"] or (["cam0"] if len(self.specs) == 1 else [f"cam{i}" for i in range(len(self.specs))])
+        if len(self.names) != len(self.specs) or len(set(self.names)) != len(self.names):
+            raise ConfigError(f"[camera] names = {c['names']} must name each of the {len(self.specs)} cameras once")
+        several = len(self.specs) > 1
+        r = cfg["record"]
+        self.record_paths = [check_record_path(per_camera_path(r["path"], n, several)) for n in self.names] if r["path"] else []
+        self.video_paths = [per_camera_path(r["video"], n, several) for n in self.names] if r["video"] else []
+        for path in self.video_paths:
+            check_video_path(path)
         t = cfg["tracker"]
         self.tracker = load_tracker(
             engine=t["engine"], model=t["model"] or None, bbox=tuple(t["bbox"]) or None, threads=t["threads"],
             calibration=t["calibration"] or None,
         )
-        self.encoder = load_encoder(cfg["encoder"]["model"] or None)
+        # one encoder per camera: its filter state is that camera's history
+        self.encoders = [load_encoder(cfg["encoder"]["model"] or None) for _ in self.specs]
+        self.encoder = self.encoders[0]
         self.predict_ns = round(cfg["stream"]["predict_ms"] * 1e6)
-        # one forecaster for the keypoints' x, y and one for the activity
-        self.forecasts = (KalmanForecaster(), KalmanForecaster()) if self.predict_ns else None
         h = cfg["hook"]
         self.hook = HookRunner(h["target"], h["budget_ms"], h["disable_after"]) if h["target"] else None
         self.stats = RunStats()
         self.status = "starting"
-        self.recording: Recording | None = None
-        self.video: VideoRecording | None = None
-        self.camera_stalled: str | None = None  # why the camera delivers no frames, while it does not
-        self.previews: Previews | None = None
+        self.streams: list[CameraStream] = []
+        self.recordings: list[Recording] = []
         self.publisher: Publisher | None = None
-        self._camera: dict = {}
         self.processes: dict[str, int] = {}  # role -> pid of the processes this run started
 
     # -- the run ------------------------------------------------------------------------
@@ -147,43 +140,45 @@ class Pipeline:
         publisher = Publisher(cfg["stream"]["publish"], cfg["stream"]["send_hwm"], encoding=cfg["stream"]["encoding"])
         self.publisher = publisher
         m = cfg["monitor"]
-        self.previews = Previews(publisher, m["preview_fps"], m["preview_width"])
         monitor = MonitorProcess(ctx, local_endpoint(cfg["stream"]["publish"]), m["host"], m["port"]) if m["enabled"] else None
-        conn, child_conn = ctx.Pipe()
-        stop = ctx.Event()
         c = cfg["camera"]
-        camera_args = dict(
-            spec=c["spec"], width=c["width"], height=c["height"], fps=c["fps"],
-            seed=c["seed"], frames=c["frames"], loop=c["loop"], realtime=c["realtime"], pylon=cfg["pylon"],
-        )
-        proc = ctx.Process(target=capture_main, args=(camera_args, child_conn, stop), name="facestream-capture", daemon=True)
-        ring = None
+        for i, (spec, name, encoder) in enumerate(zip(self.specs, self.names, self.encoders)):
+            camera_args = dict(
+                spec=spec, width=c["width"], height=c["height"], fps=c["fps"], seed=c["seed"] + i,
+                frames=c["frames"], loop=c["loop"], realtime=c["realtime"], pylon=cfg["pylon"],
+            )
+            previews = Previews(publisher, m["preview_fps"], m["preview_width"])
+            self.streams.append(CameraStream(ctx, name, camera_args, encoder, self.predict_ns, previews))
         failed = False
         video_error = None
         try:
-            if self.record_path is not None:
-                self.recording = Recording(
-                    ctx, self.record_path, publisher.open_tee(), self.encoder.describe()["n_out"],
-                    self._run_info(), cfg["record"]["flush_interval"],
+            for path, name in zip(self.record_paths, self.names):
+                recording = Recording(
+                    ctx, path, publisher.open_tee(), self.encoder.describe()["n_out"], self._run_info(),
+                    cfg["record"]["flush_interval"], camera=name,
                 )
-                self.recording.start()
+                self.recordings.append(recording)
+                recording.start()
             if monitor is not None:
                 monitor.start()
-            proc.start()
-            self.processes["capture"] = proc.pid
-            shape, self._camera = self._wait_opened(conn, proc)
-            self._check_bbox(shape)
-            self.tracker.infer(np.zeros(shape, np.uint8))  # warm up: the first inference is slow
-            ring = RingBuffer.create(shape, cfg["buffer"]["slots"])
-            if cfg["record"]["video"]:  # its reader starts at the ring's first frame
-                self.video = VideoRecording(ctx, cfg["record"]["video"], cfg["record"]["video_codec"])
-                self.video.start(ring.name, self._camera.get("fps", 0.0))
+            for i, stream in enumerate(self.streams):
+                shape = stream.wait_opened()
+                self.processes[f"capture-{stream.name}"] = stream.proc.pid
+                if i == 0:
+                    self.processes["capture"] = stream.proc.pid
+                self._check_bbox(shape)
+                self.tracker.infer(np.zeros(shape, np.uint8))  # warm up: the first inference is slow
+                stream.open_ring(shape, cfg["buffer"]["slots"], ctx, self.video_paths[i] if self.video_paths else None,
+                                 cfg["record"]["video_codec"])
             self.status = "waiting for subscribers"
             if publisher.wait_for_subscribers(cfg["stream"]["wait_subscribers"], should_stop):
-                reader = ring.reader()  # before capture starts writing: its first frame is ours
-                conn.send(ring.name)
+                for stream in self.streams:
+                    stream.go()
                 self.stats = RunStats()
-                self._loop(ring, reader, publisher, conn, proc, should_stop)
+                self._loop(publisher, should_stop)
+        except CaptureError as e:
+            failed = True
+            raise PipelineError(str(e)) from None
         except BaseException:
             failed = True
             raise
@@ -192,25 +187,16 @@ class Pipeline:
             if self.hook is not None:
                 self.hook.close()
             publisher.publish_meta(self.meta())  # the last word, for subscribers and the recording
-            stop.set()
             if monitor is not None:
                 monitor.stop()
-            if proc.pid is not None:
-                proc.join(2.0)
-                if proc.is_alive():
-                    proc.terminate()
-                    proc.join(1.0)
+            for stream in self.streams:
+                try:
+                    stream.close()
+                except VideoRecordingError as e:
+                    video_error = e
             try:
-                if self.video is not None:
-                    self.video.finish()  # the frames still in the ring, now that capture has stopped
-            except VideoRecordingError as e:
-                video_error = e
-            if ring is not None:
-                ring.close()
-                ring.unlink()
-            try:
-                if self.recording is not None:
-                    self.stats.recorded = self.recording.finish()
+                rows = [recording.finish() for recording in self.recordings]
+                self.stats.recorded = None if not rows or None in rows else sum(rows)
             except RecordingError:
                 if not failed:
                     raise
@@ -230,63 +216,63 @@ class Pipeline:
             "clock": {"monotonic_ns": time.monotonic_ns(), "time_ns": time.time_ns()},
         }
 
-    def _wait_opened(self, conn, proc) -> tuple[tuple[int, int], dict]:
-        deadline = time.monotonic() + _OPEN_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if conn.poll(0.1):
-                msg = conn.recv()
-                if msg[0] == "error":
-                    raise PipelineError(msg[1])
-                return tuple(msg[1]), msg[2]
-            if not proc.is_alive():
-                raise PipelineError(f"capture process exited (code {proc.exitcode}) before the camera opened")
-        raise PipelineError(f"camera {self.cfg['camera']['spec']!r} did not open within {_OPEN_TIMEOUT_S:.0f} s")
-
     def _check_bbox(self, shape: tuple[int, int]) -> None:
         bbox = self.cfg["tracker"]["bbox"]
         if bbox and (bbox[1] > shape[0] or bbox[3] > shape[1]):
             raise ConfigError(f"[tracker] bbox = {bbox} lies outside the {shape[0]}x{shape[1]} frame")
 
-    def _loop(self, ring: RingBuffer, reader, publisher: Publisher, conn, proc, should_stop) -> None:
+    def _gather(self, latest: bool) -> list:
+        """(stream, read) for each camera with a frame waiting: once one camera has delivered,
+        the others get up to ``sync_ms`` to deliver theirs; [] if nothing came within ``_IDLE_S``."""
+        waiting = [s for s in self.streams if not s.exhausted]
+        reads: list = []
+        deadline = time.monotonic() + _IDLE_S
+        sync_deadline = None
+        while waiting:
+            for stream in list(waiting):
+                read = stream.take(latest)
+                if read is not None:
+                    reads.append((stream, read))
+                    waiting.remove(stream)
+            now = time.monotonic()
+            if reads and sync_deadline is None:
+                sync_deadline = now + self.cfg["camera"]["sync_ms"] / 1e3
+            if not waiting or now >= (deadline if sync_deadline is None else sync_deadline):
+                break
+            time.sleep(_POLL_S)
+        return reads
+
+    def _loop(self, publisher: Publisher, should_stop) -> None:
         cfg = self.cfg
         latest = cfg["stream"]["policy"] == "latest"
         max_frames, duration = cfg["run"]["frames"], cfg["run"]["duration"]
         meta_every, status_every = cfg["stream"]["meta_interval"], cfg["run"]["status_interval"]
         stats = self.stats
-        first: tuple[int, int] | None = None  # frame_id and ring index of the run's first frame
-        last_index = -1
-        camera_ended = False
         now = time.monotonic()
-        next_meta, next_status, last_frame_at = now, now + status_every, now
+        next_meta, next_status = now, now + status_every
         status_frames, status_t = 0, now
         self.status = "running"
         while not should_stop():
-            read = reader.latest(_IDLE_S) if latest else reader.next(_IDLE_S)
+            reads = self._gather(latest)
             now = time.monotonic()
-            if read is None:
-                if reader.exhausted:
+            if not reads:
+                if all(s.exhausted for s in self.streams):
                     break
-                camera_ended = self._poll_capture(conn, proc, camera_ended)
-                if now - last_frame_at > _CAMERA_STALL_S and not camera_ended:
+                for stream in self.streams:
+                    stream.poll()
+                if any(now - s.last_frame_at > _CAMERA_STALL_S and not s.ended for s in self.streams):
                     self.status = "waiting for camera"
             else:
-                last_frame_at = now
                 self.status = "running"
-                frame = read.frame
-                if first is None:  # the run starts at its first processed frame
-                    first = (frame.frame_id, read.index)
-                else:
-                    stats.drops.overrun += read.missed
-                    stats.drops.skipped += read.skipped
-                stats.drops.camera = (frame.frame_id - first[0]) - (read.index - first[1])
-                last_index = read.index
-                self._process(frame, publisher)
+                self._process(reads, publisher)
+                stats.drops = sum((s.drops for s in self.streams), Drops())
                 if (max_frames and stats.frames >= max_frames) or (duration and now - stats.started_ns / 1e9 >= duration):
                     break
             if now >= next_meta:
-                if self.recording is not None:
-                    self.recording.check()
-                camera_ended = self._poll_capture(conn, proc, camera_ended)
+                for recording in self.recordings:
+                    recording.check()
+                for stream in self.streams:
+                    stream.poll()
                 publisher.publish_meta(self.meta())
                 next_meta = now + meta_every
             if status_every and now >= next_status and self.on_status:
@@ -295,95 +281,92 @@ class Pipeline:
                 status_frames, status_t = stats.frames, now
                 next_status = now + status_every
                 stats.window = LatencyHistogram()
-        stats.unprocessed_at_stop = max(0, ring.written - 1 - last_index) if first is not None else 0
-        if camera_ended or reader.exhausted:
+        stats.unprocessed_at_stop = sum(s.unprocessed for s in self.streams)
+        if all(s.ended or s.exhausted for s in self.streams):
             self.status = "ended"
 
-    def _process(self, frame, publisher: Publisher) -> None:
+    def _process(self, reads: list, publisher: Publisher) -> None:
+        """Track the frames (one network call per frame size), then encode and publish each."""
         picked_ns = time.monotonic_ns()
-        t0 = time.perf_counter_ns()
-        keypoints = self.tracker.infer(frame.pixels)[0]
+        by_shape: dict[tuple, list] = {}
+        for stream, read in reads:
+            by_shape.setdefault(read.frame.pixels.shape, []).append((stream, read.frame))
+        self.stats.batches += 1
+        for group in by_shape.values():
+            t0 = time.perf_counter_ns()
+            keypoints = self.tracker.infer(np.stack([frame.pixels for _, frame in group]))
+            t1 = time.perf_counter_ns()
+            timings = self.tracker.last_timings_ms
+            for (stream, frame), points in zip(group, keypoints):
+                self._publish_one(stream, frame, points, publisher, picked_ns, timings, (t1 - t0) / 1e6)
+
+    def _publish_one(self, stream: CameraStream, frame, keypoints: np.ndarray, publisher: Publisher,
+                     picked_ns: int, timings: dict, track_ms: float) -> None:
         t1 = time.perf_counter_ns()
-        neural = self.encoder.step(keypoints)
+        neural = stream.encoder.step(keypoints)
         t2 = time.perf_counter_ns()
-        predicted = self._forecast(frame.t_capture_ns, keypoints, neural) if self.forecasts else {}
+        predicted = stream.forecast(frame.t_capture_ns, keypoints, neural)
         t3 = time.perf_counter_ns()
+        stream.frames += 1
         message = publisher.publish_frame({
             "frame_id": frame.frame_id,
             "t_capture_ns": frame.t_capture_ns,
             "t_camera_ns": frame.t_camera_ns if frame.t_camera_ns >= 0 else None,
-            "camera": self._camera.get("name", "camera"),
+            "camera": stream.name,
             "keypoints": keypoints.tolist(),
             "neural": neural.tolist(),
-            "dropped": self.stats.drops.total,
+            "dropped": stream.drops.total,
             **{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in predicted.items()},
         })
         t4 = time.perf_counter_ns()
         if self.hook is not None:
             self.hook(Result(
                 seq=message["seq"], frame_id=frame.frame_id, t_capture_ns=frame.t_capture_ns,
-                t_publish_ns=message["t_publish_ns"], t_camera_ns=message["t_camera_ns"], camera=message["camera"],
+                t_publish_ns=message["t_publish_ns"], t_camera_ns=message["t_camera_ns"], camera=stream.name,
                 keypoints=keypoints, neural=neural, dropped=message["dropped"], **predicted,
             ))
         latency_ms = (message["t_publish_ns"] - frame.t_capture_ns) / 1e6
         self.stats.frames += 1
         self.stats.latency.add(latency_ms)
         self.stats.window.add(latency_ms)
+        stream.latency.add(latency_ms)
         self.stats.stages.add({
             "wait_ms": (picked_ns - frame.t_capture_ns) / 1e6,
-            "overhead_ms": (message["t_publish_ns"] - picked_ns) / 1e6 - self.tracker.last_timings_ms["network"],
-            **{f"{k}_ms": v for k, v in self.tracker.last_timings_ms.items()},
-            "track_ms": (t1 - t0) / 1e6,
+            "overhead_ms": (message["t_publish_ns"] - picked_ns) / 1e6 - timings["network"],
+            **{f"{k}_ms": v for k, v in timings.items()},
+            "track_ms": track_ms,
             "encode_ms": (t2 - t1) / 1e6,
-            **({"forecast_ms": (t3 - t2) / 1e6} if self.forecasts else {}),
+            **({"forecast_ms": (t3 - t2) / 1e6} if predicted else {}),
             "publish_ms": (t4 - t3) / 1e6,
         })
         # after the frame is out and timed: a preview never delays the message it shows
-        self.previews.offer(frame.pixels, frame.frame_id, frame.t_capture_ns, message["camera"], message["keypoints"])
-
-    def _forecast(self, t_capture_ns: int, keypoints: np.ndarray, neural: np.ndarray) -> dict:
-        """Keypoints (likelihood kept) and activity extrapolated to capture + ``predict_ms``."""
-        points, activity = self.forecasts
-        t = t_capture_ns + self.predict_ns
-        points.update(keypoints[:, :2], t_capture_ns)
-        activity.update(neural, t_capture_ns)
-        ahead = keypoints.copy()
-        ahead[:, :2] = points.predict(t, (len(keypoints), 2))
-        return {"keypoints_predicted": ahead, "neural_predicted": activity.predict(t), "t_predicted_ns": t}
-
-    def _poll_capture(self, conn, proc, camera_ended: bool) -> bool:
-        while conn.poll():
-            msg = conn.recv()
-            if msg[0] == "error":
-                raise PipelineError(msg[1])
-            if msg[0] == "ended":
-                camera_ended = True
-            if msg[0] in ("stalled", "resumed"):
-                self.camera_stalled = msg[1] if msg[0] == "stalled" else None
-        if not camera_ended and not proc.is_alive():
-            raise PipelineError(f"capture process died (exit code {proc.exitcode})")
-        return camera_ended
+        stream.previews.offer(frame.pixels, frame.frame_id, frame.t_capture_ns, stream.name, message["keypoints"])
 
     # -- meta ---------------------------------------------------------------------------
     def meta(self) -> dict:
         enc = self.encoder.describe()
+        cameras = [s.describe(_CAMERA_STALL_S) for s in self.streams]
+        first = cameras[0] if cameras else {}
         return {
             "status": self.status,
             "bodyparts": list(BODYPARTS),
             "keypoints": {"layout": "[x, y, likelihood] per bodypart; x = column, y = row, frame pixels"},
-            "camera": {**self._camera, "stalled": self.camera_stalled},
-            "frame": {"height": self._camera.get("height"), "width": self._camera.get("width")},
+            "cameras": cameras,
+            "camera": first,
+            "frame": {"height": first.get("height"), "width": first.get("width")},
             "tracker": self.tracker.describe(),
             "encoder": enc,
-            "neural": self.encoder.output_meta(self._camera.get("fps")),
+            "neural": self.encoder.output_meta(first.get("fps")),
             "policy": self.cfg["stream"]["policy"],
             "prediction": None if not self.predict_ns else {
                 "horizon_ms": self.cfg["stream"]["predict_ms"], "method": "kalman constant velocity",
-                "q_over_r": self.forecasts[0].q},
+                "q_over_r": self.streams[0].forecasts[0].q},
             "hook": None if self.hook is None else self.hook.describe(),
-            "recording": None if self.recording is None and self.video is None else {
-                **({} if self.recording is None else {"path": str(self.recording.path), "dropped": self.publisher.tee_dropped}),
-                "video": None if self.video is None else self.video.describe()},
+            "recording": None if not self.recordings and not self.video_paths else {
+                **({} if not self.recordings else {
+                    "path": str(self.recordings[0].path), "paths": [str(r.path) for r in self.recordings],
+                    "dropped": self.publisher.tee_dropped}),
+                "video": None if not self.video_paths else first.get("video")},
             "stats": self.stats.summary(),
             "clock": {"monotonic_ns": time.monotonic_ns(), "time_ns": time.time_ns()},
         }

@@ -29,6 +29,16 @@ class ProtocolError(ValueError):
     """A message that is not protocol v1."""
 
 
+def frame_topic(camera: str) -> bytes:
+    """A camera's frame topic, ``frame/<camera>``: a subscription to ``frame`` gets every camera."""
+    return TOPIC_FRAME + b"/" + camera.encode()
+
+
+def topic_kind(topic: bytes) -> bytes:
+    """``frame``, ``meta`` or ``preview``: the topic up to its first ``/``."""
+    return topic.split(b"/", 1)[0]
+
+
 def pack(message: dict[str, Any], encoding: str = "msgpack") -> bytes:
     if encoding == "json":
         # allow_nan=False: NaN and Infinity are not JSON, so refuse rather than send them
@@ -42,7 +52,7 @@ def encoding_of(payload: bytes) -> str:
 
 def unpack(topic: bytes, payload: bytes) -> dict[str, Any]:
     """Decode one message in either encoding, checking its topic and version."""
-    if topic not in TOPICS:
+    if topic_kind(topic) not in TOPICS or (topic != topic_kind(topic) and topic_kind(topic) != TOPIC_FRAME):
         raise ProtocolError(f"unknown topic {topic!r}")
     try:
         if encoding_of(payload) == "json":

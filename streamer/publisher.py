@@ -38,18 +38,19 @@ class Publisher:
         except zmq.ZMQError as e:
             self._sock.close(0)
             raise PublishError(f"cannot publish on {endpoint}: {e.strerror}") from None
-        self.seq = 0
+        self.seqs: Counter[str] = Counter()  # camera -> frame messages sent on its topic
         self.subscriptions: Counter[bytes] = Counter()  # topic prefix -> subscriptions to it
-        self._tee: zmq.Socket | None = None
-        self.tee_dropped = 0
+        self._tees: list[zmq.Socket] = []
+        self.tee_dropped = 0  # messages a tee's full queue refused, all tees together
 
     def open_tee(self, hwm: int = 100_000) -> str:
         """A PUSH socket on a free loopback port that gets a copy of every message (for the
         recorder); its deep queue absorbs disk stalls, and what overflows it is counted."""
-        self._tee = self._ctx.socket(zmq.PUSH)
-        self._tee.setsockopt(zmq.SNDHWM, hwm)
-        self._tee.setsockopt(zmq.LINGER, 5000)
-        port = self._tee.bind_to_random_port("tcp://127.0.0.1")
+        tee = self._ctx.socket(zmq.PUSH)
+        tee.setsockopt(zmq.SNDHWM, hwm)
+        tee.setsockopt(zmq.LINGER, 5000)
+        port = tee.bind_to_random_port("tcp://127.0.0.1")
+        self._tees.append(tee)
         return f"tcp://127.0.0.1:{port}"
 
     def _read_subscriptions(self) -> None:
@@ -69,7 +70,11 @@ class Publisher:
 
     @property
     def frame_subscriptions(self) -> int:
-        return self.subscribers(protocol.TOPIC_FRAME)
+        """Subscriptions that receive some camera's frames: to everything, to ``frame`` or to one
+        camera's ``frame/<name>``."""
+        self._read_subscriptions()
+        frame = protocol.TOPIC_FRAME
+        return sum(n for prefix, n in self.subscriptions.items() if frame.startswith(prefix) or prefix.startswith(frame + b"/"))
 
     def wait_for_subscribers(self, n: int, should_stop, poll_s: float = 0.05) -> bool:
         """Block until ``n`` subscriptions to frames have arrived; False if ``should_stop()`` first."""
@@ -82,10 +87,12 @@ class Publisher:
             self._sock.poll(int(poll_s * 1000), zmq.POLLIN)
 
     def publish_frame(self, fields: dict) -> dict:
-        """Send one frame message; ``v``, ``seq`` and ``t_publish_ns`` are added here."""
-        message = {"v": protocol.VERSION, "seq": self.seq, **fields, "t_publish_ns": time.monotonic_ns()}
-        self._send(protocol.TOPIC_FRAME, message)
-        self.seq += 1
+        """Send one frame message on its camera's topic; ``v``, ``seq`` (counted per camera) and
+        ``t_publish_ns`` are added here."""
+        camera = fields["camera"]
+        message = {"v": protocol.VERSION, "seq": self.seqs[camera], **fields, "t_publish_ns": time.monotonic_ns()}
+        self._send(protocol.frame_topic(camera), message)
+        self.seqs[camera] += 1
         return message
 
     def publish_meta(self, fields: dict) -> None:
@@ -107,13 +114,13 @@ class Publisher:
             self._sock.send_multipart(parts, zmq.NOBLOCK)
         except zmq.Again:
             pass
-        if self._tee is not None:
+        for tee in self._tees:
             try:
-                self._tee.send_multipart(parts, zmq.NOBLOCK)
+                tee.send_multipart(parts, zmq.NOBLOCK)
             except zmq.Again:
                 self.tee_dropped += 1
 
     def close(self) -> None:
         self._sock.close()
-        if self._tee is not None:
-            self._tee.close()
+        for tee in self._tees:
+            tee.close()

@@ -83,7 +83,10 @@ def _tell(conn, message: tuple) -> None:
         pass
 
 
-def recorder_main(path: str, endpoint: str, n_neural: int, run_info: dict, conn, flush_interval: float) -> None:
+def recorder_main(
+    path: str, endpoint: str, n_neural: int, run_info: dict, conn, flush_interval: float, camera: str | None = None
+) -> None:
+    """Record the frame messages of ``camera`` (None: every camera) and the ``meta`` messages."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the pipeline ends the recording, not Ctrl-C
     sock = zmq.Context.instance().socket(zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, 0)
@@ -108,8 +111,9 @@ def recorder_main(path: str, endpoint: str, n_neural: int, run_info: dict, conn,
             if sock.poll(0 if gone else 50, zmq.POLLIN):
                 topic, payload = sock.recv_multipart()
                 message = protocol.unpack(topic, payload)
-                if topic == protocol.TOPIC_FRAME:
-                    rows.messages.append(message)
+                if protocol.topic_kind(topic) == protocol.TOPIC_FRAME:
+                    if camera is None or message.get("camera") == camera:
+                        rows.messages.append(message)
                 else:
                     meta = message
                     finished = message["status"] in _FINAL
@@ -134,13 +138,15 @@ def recorder_main(path: str, endpoint: str, n_neural: int, run_info: dict, conn,
 class Recording:
     """The pipeline's side of a recording: starts the recorder process, watches it, ends it."""
 
-    def __init__(self, ctx, path: Path, endpoint: str, n_neural: int, run_info: dict, flush_interval: float):
+    def __init__(
+        self, ctx, path: Path, endpoint: str, n_neural: int, run_info: dict, flush_interval: float, camera: str | None = None
+    ):
         self.path = path
         self.rows: int | None = None
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(
             target=recorder_main, name="facestream-recorder",
-            args=(str(self.path), endpoint, n_neural, run_info, child, flush_interval),
+            args=(str(self.path), endpoint, n_neural, run_info, child, flush_interval, camera),
         )
 
     def start(self, timeout: float = 30.0) -> None:

@@ -143,7 +143,7 @@ def test_pipeline_sends_no_preview_to_a_subscriber_of_everything(endpoint):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     topics = [t for t, _ in got]
-    assert topics.count(protocol.TOPIC_FRAME) == 40
+    assert topics.count(protocol.frame_topic("cam0")) == 40
     assert protocol.TOPIC_PREVIEW not in topics
 
 
@@ -162,13 +162,13 @@ def test_pipeline_previews_the_newest_frame_at_a_bounded_rate_while_subscribed(e
         sock.close()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    frames = {m["frame_id"]: m for t, m in got if t == protocol.TOPIC_FRAME}
+    frames = {m["frame_id"]: m for t, m in got if protocol.topic_kind(t) == protocol.TOPIC_FRAME}
     previews = [m for t, m in got if t == protocol.TOPIC_PREVIEW]
     assert len(frames) == 60 and len(previews) >= 2
     for p in previews:
         image = cv2.imdecode(np.frombuffer(base64.b64decode(p["jpeg"]), np.uint8), cv2.IMREAD_UNCHANGED)
         assert image.shape == (p["height"], p["width"]) == (150, 200)  # 640x480 shrunk to 200 wide
-        assert (p["frame_width"], p["frame_height"]) == (640, 480) and p["camera"] == "synthetic"
+        assert (p["frame_width"], p["frame_height"]) == (640, 480) and p["camera"] == "cam0"
         assert p["keypoints"] == frames[p["frame_id"]]["keypoints"]  # drawn where that frame's message says
         assert p["t_capture_ns"] == frames[p["frame_id"]]["t_capture_ns"]
     # never more often than preview_fps: offers are 1/5 s apart, so n previews span at least
@@ -363,11 +363,11 @@ def test_page_shows_the_live_video_and_its_keypoints(endpoint, chromium, tmp_pat
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_function("() => document.querySelector('canvas.frame')?.dataset.frameId", timeout=60_000)
-            first, first_digest = _video(page, "synthetic")
+            first, first_digest = _video(page, "cam0")
             page.wait_for_function(f"() => +document.querySelector('canvas.frame').dataset.frameId > {first['frame_id']}",
                                    timeout=60_000)
-            second, second_digest = _video(page, "synthetic")
-            page.wait_for_function("() => window.facestreamMonitor.cameras.get('synthetic').samples.length > 10",
+            second, second_digest = _video(page, "cam0")
+            page.wait_for_function("() => window.facestreamMonitor.cameras.get('cam0').samples.length > 10",
                                    timeout=60_000)
             page.wait_for_function(r"() => /\d/.test(document.querySelector('.tile.fps .value').textContent)",
                                    timeout=60_000)

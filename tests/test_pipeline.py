@@ -173,3 +173,41 @@ def test_listen_prints_what_arrives(endpoint):
 def test_listen_times_out_with_an_error(endpoint):
     r = subprocess.run([*CLI, "listen", endpoint, "--timeout", "0.5"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "no message" in r.stderr
+
+
+def test_two_cameras_one_tracker_each_its_own_topic_and_counts(endpoint, tmp_path):
+    """Two synthetic cameras (two faces): batched through one tracker, published on frame/left and
+    frame/right with their own seq, drops and recording; processed + dropped = produced per camera."""
+    record = tmp_path / "rec.h5"
+    with Subscriber(endpoint) as both, Subscriber(endpoint, topics=("frame/right",)) as right_only:
+        proc = _start("run", "--publish", endpoint, "--camera", "synthetic", "--camera", "synthetic",
+                      "--config", str(_write(tmp_path / "two.toml", '[camera]\nnames = ["left", "right"]\nframes = 30\nfps = 20\nsync_ms = 60.0\n')),
+                      "--policy", "every", "--wait-subscribers", "2", "--record", str(record), "--json", "--quiet")
+        frames, metas = _collect(both)
+        right = []
+        while (m := right_only.recv(timeout=1.0)) is not None:
+            right.append(m.data)
+    summary = _summary(proc)
+    by_camera = {name: [f for f in frames if f["camera"] == name] for name in ("left", "right")}
+    for name, mine in by_camera.items():
+        assert [f["seq"] for f in mine] == list(range(len(mine)))
+        camera = next(c for c in metas[-1]["cameras"] if c["name"] == name)
+        assert camera["frames"] == len(mine)
+        # from its first processed frame to its last (id 29: frames = 30), every frame is accounted for
+        assert mine[-1]["frame_id"] == 29
+        assert len(mine) + camera["dropped"]["total"] == 29 - mine[0]["frame_id"] + 1
+    assert both.lost == 0 and len(frames) == summary["frames"]
+    assert [f["frame_id"] for f in right] == [f["frame_id"] for f in by_camera["right"]]
+    assert summary["frames_per_batch"] > 1.5  # the two cameras share network calls
+    first_left, first_right = by_camera["left"][0]["keypoints"], by_camera["right"][0]["keypoints"]
+    assert first_left != first_right  # two different faces, tracked separately
+    import h5py
+
+    for name, mine in by_camera.items():
+        with h5py.File(tmp_path / f"rec-{name}.h5", "r") as f:
+            assert list(f["facestream"]["frame_id"][:]) == [m["frame_id"] for m in mine]
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path

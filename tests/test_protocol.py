@@ -31,7 +31,7 @@ def test_payload_is_plain_msgpack_any_decoder_reads(endpoint):
         pub.publish_frame(_frame_fields(7))
         assert raw.poll(5000)
         topic, payload = raw.recv_multipart()
-        assert topic == b"frame"
+        assert topic == b"frame/synthetic"  # frame/<camera>
         # strict decoding: no extension types, string keys only
         msg = msgpack.unpackb(payload, raw=False, strict_map_key=True, ext_hook=lambda *a: pytest.fail("ext type"))
         assert msg["v"] == 1 and msg["seq"] == 0 and msg["frame_id"] == 7
@@ -116,7 +116,7 @@ def test_json_encoding_carries_the_same_fields_in_the_same_two_part_layout(endpo
     finally:
         raw.close(0)
         pub.close()
-    assert topic == b"frame" and payload[:1] == b"{"  # a subscriber tells the encoding by the first byte
+    assert topic == b"frame/synthetic" and payload[:1] == b"{"  # a subscriber tells the encoding by the first byte
     msg = json.loads(payload)
     assert msg == sent and msg == msgpack.unpackb(protocol.pack(sent), raw=False)
     assert protocol.unpack(topic, payload) == sent

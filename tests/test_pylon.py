@@ -202,7 +202,7 @@ def test_facestream_run_tracks_the_emulated_camera_and_records_its_video(playbac
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["frames"] == len(frames) == 12
     camera = metas[-1]["camera"]
-    assert camera["name"] == "pylon" and camera["serial"] == EMULATED and camera["stalled"] is None
+    assert camera["kind"] == "pylon" and camera["serial"] == EMULATED and camera["stalled"] is None
     errors = []
     for f in frames:
         t = truth[f["frame_id"] % PLAYBACK_FRAMES]

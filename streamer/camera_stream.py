@@ -1,0 +1,195 @@
+"""One camera's share of a run: its capture process, ring buffer and reader, drop counts,
+encoder state, forward prediction, preview and video recording.
+
+A run has one ``CameraStream`` per camera; the tracker serves them all (frames of the same size
+go through the network in one batch). Everything that depends on a camera's own history lives
+here: the streaming encoder's filter state and the Kalman forecasters must never mix two cameras.
+
+Drop accounting, from the camera's first processed frame on: every frame it produced is either
+processed or counted as dropped, by cause: ``camera`` (gaps in the camera's frame counter),
+``overrun`` (overwritten in the ring before it was read, policy ``every``) and ``skipped``
+(passed over for a newer frame, policy ``latest``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facestream.engines.encoder import StreamingEncoder
+from facestream.engines.forecast import KalmanForecaster
+from facestream.streamer.capture import capture_main
+from facestream.streamer.preview import Previews
+from facestream.streamer.ringbuffer import RingBuffer, RingRead
+from facestream.streamer.stats import LatencyHistogram
+from facestream.streamer.video_recorder import VideoRecording
+
+_OPEN_TIMEOUT_S = 30.0
+
+
+class CaptureError(RuntimeError):
+    """A camera cannot be opened or has failed; the message is one line."""
+
+
+@dataclass
+class Drops:
+    camera: int = 0
+    overrun: int = 0
+    skipped: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.camera + self.overrun + self.skipped
+
+    def __add__(self, other: "Drops") -> "Drops":
+        return Drops(self.camera + other.camera, self.overrun + other.overrun, self.skipped + other.skipped)
+
+    def as_dict(self) -> dict:
+        return {"total": self.total, "camera": self.camera, "overrun": self.overrun, "skipped": self.skipped}
+
+
+def per_camera_path(path: str, name: str, several: bool) -> str:
+    """``path`` itself for a single camera; ``stem-NAME.suffix`` beside it when there are several."""
+    if not several:
+        return path
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}-{name}{p.suffix}"))
+
+
+class CameraStream:
+    def __init__(self, ctx, name: str, camera_args: dict, encoder: StreamingEncoder, predict_ns: int, previews: Previews):
+        self.name = name
+        self.spec = camera_args["spec"]
+        self.encoder = encoder
+        self.predict_ns = predict_ns
+        # one forecaster for the keypoints' x, y and one for the activity
+        self.forecasts = (KalmanForecaster(), KalmanForecaster()) if predict_ns else None
+        self.previews = previews
+        self.drops = Drops()
+        self.frames = 0
+        self.latency = LatencyHistogram()
+        self.description: dict = {}
+        self.stalled: str | None = None  # why the camera delivers no frames, while it does not
+        self.ended = False
+        self.ring: RingBuffer | None = None
+        self.reader = None
+        self.video: VideoRecording | None = None
+        self.last_frame_at = time.monotonic()
+        self._first: tuple[int, int] | None = None  # frame_id and ring index of the first processed frame
+        self._last_index = -1
+        self._conn, child = ctx.Pipe()
+        self.stop = ctx.Event()
+        self.proc = ctx.Process(target=capture_main, args=(camera_args, child, self.stop), name=f"facestream-capture-{name}", daemon=True)
+
+    # -- start and stop -----------------------------------------------------------------
+    def wait_opened(self) -> tuple[int, int]:
+        """Start capture and wait for the camera to open; its frame shape."""
+        self.proc.start()
+        deadline = time.monotonic() + _OPEN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._conn.poll(0.1):
+                msg = self._conn.recv()
+                if msg[0] == "error":
+                    raise CaptureError(msg[1])
+                self.description = {**msg[2], "name": self.name, "kind": msg[2].get("name")}
+                return tuple(msg[1])
+            if not self.proc.is_alive():
+                raise CaptureError(f"camera {self.name}: capture exited (code {self.proc.exitcode}) before the camera opened")
+        raise CaptureError(f"camera {self.spec!r} did not open within {_OPEN_TIMEOUT_S:.0f} s")
+
+    def open_ring(self, shape: tuple[int, int], slots: int, ctx, video_path: str | None, codec: str) -> None:
+        self.ring = RingBuffer.create(shape, slots)
+        if video_path:  # its reader starts at the ring's first frame
+            self.video = VideoRecording(ctx, video_path, codec)
+            self.video.start(self.ring.name, self.description.get("fps", 0.0))
+
+    def go(self) -> None:
+        """Capture starts writing; the reader made first sees its first frame."""
+        self.reader = self.ring.reader()
+        self._conn.send(self.ring.name)
+        self.last_frame_at = time.monotonic()
+
+    def close(self) -> None:
+        """Stop capture, let the video recorder drain the ring, free the ring (raises the
+        recorder's VideoRecordingError after freeing it)."""
+        self.stop.set()
+        if self.proc.pid is not None:
+            self.proc.join(2.0)
+            if self.proc.is_alive():
+                self.proc.terminate()
+                self.proc.join(1.0)
+        try:
+            if self.video is not None:
+                self.video.finish()  # the frames still in the ring, now that capture has stopped
+        finally:
+            if self.ring is not None:
+                self.ring.close()
+                self.ring.unlink()
+
+    # -- frames ---------------------------------------------------------------------------
+    def take(self, latest: bool) -> RingRead | None:
+        """The newest (or next) frame if one is waiting, with the drops it reveals counted."""
+        read = self.reader.latest(0) if latest else self.reader.next(0)
+        if read is None:
+            return None
+        self.last_frame_at = time.monotonic()
+        if self._first is None:  # this camera's run starts at its first processed frame
+            self._first = (read.frame.frame_id, read.index)
+        else:
+            self.drops.overrun += read.missed
+            self.drops.skipped += read.skipped
+        self.drops.camera = (read.frame.frame_id - self._first[0]) - (read.index - self._first[1])
+        self._last_index = read.index
+        return read
+
+    @property
+    def unprocessed(self) -> int:
+        """Frames in the ring after the last one processed (at the end of a run)."""
+        return max(0, self.ring.written - 1 - self._last_index) if self._first is not None else 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.reader is not None and self.reader.exhausted
+
+    def poll(self) -> None:
+        """Read what capture reported: an error raises CaptureError; end of stream, stall, resume."""
+        while self._conn.poll():
+            try:
+                msg = self._conn.recv()
+            except EOFError:  # capture has exited and said all it had to say
+                break
+            if msg[0] == "error":
+                raise CaptureError(msg[1])
+            if msg[0] == "ended":
+                self.ended = True
+            if msg[0] in ("stalled", "resumed"):
+                self.stalled = msg[1] if msg[0] == "stalled" else None
+        if not self.ended and not self.proc.is_alive():
+            raise CaptureError(f"camera {self.name}: capture process died (exit code {self.proc.exitcode})")
+
+    def forecast(self, t_capture_ns: int, keypoints: np.ndarray, neural: np.ndarray) -> dict:
+        """Keypoints (likelihood kept) and activity extrapolated to capture + the horizon."""
+        if self.forecasts is None:
+            return {}
+        points, activity = self.forecasts
+        t = t_capture_ns + self.predict_ns
+        points.update(keypoints[:, :2], t_capture_ns)
+        activity.update(neural, t_capture_ns)
+        ahead = keypoints.copy()
+        ahead[:, :2] = points.predict(t, (len(keypoints), 2))
+        return {"keypoints_predicted": ahead, "neural_predicted": activity.predict(t), "t_predicted_ns": t}
+
+    def describe(self, stall_s: float) -> dict:
+        """This camera for ``meta``: what it is, whether it delivers, its counts."""
+        quiet = time.monotonic() - self.last_frame_at
+        stalled = self.stalled or (f"no frame for {quiet:.1f} s" if self.reader is not None and quiet > stall_s and not self.ended else None)
+        return {
+            **self.description,
+            "stalled": stalled,
+            "frames": self.frames,
+            "dropped": self.drops.as_dict(),
+            "latency_ms": {k: self.latency.summary()[k] for k in ("p50", "p99", "max")},
+            "video": None if self.video is None else self.video.describe(),
+        }
