@@ -178,6 +178,8 @@ def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: b
         "threads": pipeline.tracker.describe()["threads"],
         "policy": cfg["stream"]["policy"],
         "camera_fps": cfg["camera"]["fps"],
+        "cameras": len(cfg["camera"]["spec"]),
+        "frames_per_batch": summary["frames_per_batch"],
         "frames": summary["frames"],
         "seconds": summary["seconds"],
         "fps": summary["fps"],
