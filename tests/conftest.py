@@ -10,3 +10,12 @@ def endpoint() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"tcp://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def cache_home(tmp_path_factory):
+    """An empty XDG cache (ONNX exports, int8 and other built engines) for one test module."""
+    with pytest.MonkeyPatch.context() as mp:
+        folder = tmp_path_factory.mktemp("cache")
+        mp.setenv("XDG_CACHE_HOME", str(folder))
+        yield folder

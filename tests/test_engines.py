@@ -24,14 +24,6 @@ CUDA = torch.cuda.is_available()
 
 
 @pytest.fixture(scope="module")
-def cache_home(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        folder = tmp_path_factory.mktemp("cache")
-        mp.setenv("XDG_CACHE_HOME", str(folder))
-        yield folder
-
-
-@pytest.fixture(scope="module")
 def held_out():
     """40 synthetic frames of faces the bundled model never saw, with their truth."""
     frames = list(eval_frames(40))

@@ -14,7 +14,6 @@ of coordinates; likelihoods within 1e-3.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -161,19 +160,6 @@ def reference(workdir, facemap_home, video) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def decoded_digest(video: Path) -> tuple[int, str]:
-    capture = cv2.VideoCapture(str(video))
-    digest, count = hashlib.sha256(), 0
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        digest.update(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).tobytes())
-        count += 1
-    capture.release()
-    return count, digest.hexdigest()
-
-
 def read_keypoints(path: Path) -> np.ndarray:
     """(frames, 15, 3) [x, y, likelihood] from a file in Facemap's layout."""
     with h5py.File(path, "r") as f:
@@ -209,7 +195,7 @@ def run_track(video: Path, out: Path, model: str | None, bbox, engine: str, cach
 
 
 def test_both_sides_decode_the_same_frames(reference, video):
-    assert (reference["frames"], reference["frames_sha256"]) == decoded_digest(video)
+    assert (reference["frames"], reference["frames_sha256"]) == facemap_reference.frames_digest(str(video))
     assert reference["frames"] == FRAMES
 
 

@@ -24,14 +24,6 @@ FRAMES, FPS = 6, 25.0
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        folder = tmp_path_factory.mktemp("cache")
-        mp.setenv("XDG_CACHE_HOME", str(folder))
-        yield folder
-
-
-@pytest.fixture(scope="module")
 def video(tmp_path_factory):
     """A short MJPG video of the synthetic face and its frames as Facemap decodes them."""
     path = tmp_path_factory.mktemp("video") / "mouse 1.avi"
@@ -56,7 +48,7 @@ def keypoints(path) -> np.ndarray:
         return np.stack([np.stack([f["Facemap"][bp][c][:] for c in ("x", "y", "likelihood")], -1) for bp in BODYPARTS], 1)
 
 
-def test_writes_facemap_layout_beside_the_video(video, cache):
+def test_writes_facemap_layout_beside_the_video(video, cache_home):
     path, frames = video
     result = track(str(path))
     assert result.exit_code == 0, result.output
@@ -83,7 +75,7 @@ def test_writes_facemap_layout_beside_the_video(video, cache):
     np.testing.assert_allclose(keypoints(out), expected, atol=1e-4, rtol=0)
 
 
-def test_bbox_batch_and_out(video, cache, tmp_path):
+def test_bbox_batch_and_out(video, cache_home, tmp_path):
     path, frames = video
     bbox = (10, 110, 20, 151)
     for batch in ("1", "4"):
@@ -106,7 +98,7 @@ def test_bbox_batch_and_out(video, cache, tmp_path):
         (["--engine", "tensorflow"], "unknown engine"),
     ],
 )
-def test_errors_leave_no_file(video, cache, tmp_path, args, words):
+def test_errors_leave_no_file(video, cache_home, tmp_path, args, words):
     path, _ = video
     result = track(str(path), "--engine", "torch", *args, "--out", str(tmp_path / "k.h5"))
     assert result.exit_code == 1

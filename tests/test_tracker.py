@@ -127,15 +127,6 @@ def model_dir(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def cache_home(tmp_path_factory):
-    """An empty XDG cache for the ONNX exports of this module."""
-    with pytest.MonkeyPatch.context() as mp:
-        folder = tmp_path_factory.mktemp("cache")
-        mp.setenv("XDG_CACHE_HOME", str(folder))
-        yield folder
-
-
 # ---------------------------------------------------------------- FMnet
 
 
