@@ -31,6 +31,7 @@ from facestream.streamer.pipeline import Pipeline
 BENCH_FPS = 500.0
 BENCH_LOOP = 200
 _QUIET_S = 5.0
+_START_S = 300.0
 _SAMPLE_S = 1.0
 
 
@@ -42,16 +43,17 @@ def _free_endpoint() -> str:
 
 def _subscribe(endpoint: str, conn) -> None:
     """Collect, per frame message: seq, capture-to-receipt and publish-to-receipt ms, receipt time;
-    until the final meta, then send them back."""
+    until the final meta (or, once messages flow, ``_QUIET_S`` of silence), then send them back."""
     rows = []
     with Subscriber(endpoint) as sub:
         conn.send("ready")
         last = time.monotonic()
-        while time.monotonic() - last < _QUIET_S:
+        quiet_s = _START_S  # building an engine and warming up may take a while before the first message
+        while time.monotonic() - last < quiet_s:
             msg = sub.recv(timeout=0.1)
             if msg is None:
                 continue
-            last = time.monotonic()
+            last, quiet_s = time.monotonic(), _QUIET_S
             if msg.topic == "frame":
                 d = msg.data
                 rows.append((d["seq"], msg.latency_ms, (msg.t_receive_ns - d["t_publish_ns"]) / 1e6, msg.t_receive_ns))
@@ -85,7 +87,8 @@ class _ProcessSampler(threading.Thread):
     def __init__(self, pipeline: Pipeline, subscriber_pid: int) -> None:
         super().__init__(daemon=True, name="bench-sampler")
         self.pipeline, self.subscriber_pid = pipeline, subscriber_pid
-        self.samples: list[tuple[float, dict[str, float], int]] = []  # (t, cpu s by role, rss bytes)
+        self.samples: list[tuple[float, int]] = []  # (t, rss bytes of all but the subscriber)
+        self._cpu: dict[int, list] = {}  # pid -> [role, CPU s when first seen, CPU s when last seen]
         self._done = threading.Event()
         self._procs: dict[int, psutil.Process] = {}
 
@@ -98,19 +101,19 @@ class _ProcessSampler(threading.Thread):
 
     def sample(self) -> None:
         me = psutil.Process()
-        cpu: dict[str, float] = {}
         rss = 0
         for proc in [me, *me.children(recursive=True)]:
             proc = self._procs.setdefault(proc.pid, proc)  # keep one object per pid
             try:
                 times = proc.cpu_times()
                 role = self._role(proc.pid)
-                cpu[role] = cpu.get(role, 0.0) + times.user + times.system
                 if role != "subscriber":
                     rss += proc.memory_info().rss
             except psutil.Error:
                 continue
-        self.samples.append((time.monotonic(), cpu, rss))
+            seen = self._cpu.setdefault(proc.pid, [role, times.user + times.system, 0.0])
+            seen[2] = times.user + times.system  # a process that ends keeps its last reading
+        self.samples.append((time.monotonic(), rss))
 
     def run(self) -> None:
         while self.pipeline.status != "running" and not self._done.is_set():
@@ -128,8 +131,11 @@ class _ProcessSampler(threading.Thread):
     def cpu_percent(self) -> dict[str, float] | None:
         if len(self.samples) < 2:
             return None
-        (t0, cpu0, _), (t1, cpu1, _) = self.samples[0], self.samples[-1]
-        return {role: round(100 * (cpu1[role] - cpu0.get(role, 0.0)) / (t1 - t0), 1) for role in sorted(cpu1)}
+        seconds = self.samples[-1][0] - self.samples[0][0]
+        used: dict[str, float] = {}
+        for role, first, last in self._cpu.values():
+            used[role] = used.get(role, 0.0) + last - first
+        return {role: round(100 * s / seconds, 1) for role, s in sorted(used.items())}
 
 
 def _per_minute(rows: list, samples: list, t_start: float) -> list[dict]:
@@ -137,7 +143,7 @@ def _per_minute(rows: list, samples: list, t_start: float) -> list[dict]:
     minutes: dict[int, dict] = {}
     for _, latency, _, t_receive_ns in rows:
         minutes.setdefault(int((t_receive_ns / 1e9 - t_start) // 60), {"latency": []})["latency"].append(latency)
-    for t, _, rss in samples:
+    for t, rss in samples:
         slot = minutes.setdefault(int((t - t_start) // 60), {"latency": []})
         slot["rss"] = max(slot.get("rss", 0), rss)
     return [
@@ -165,7 +171,7 @@ def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: b
         summary = pipeline.run(should_stop)
     finally:
         sampler.stop()
-    received = conn.recv() if conn.poll(_QUIET_S + 5) else {"rows": [], "lost": None}
+    received = conn.recv() if conn.poll(_QUIET_S + 5) else {"rows": [], "lost": None}  # it has seen the final meta
     sub.join(5)
     rows = received["rows"]
     stages, p99s = summary["stages_ms"], summary["stages_p99_ms"]
