@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +61,10 @@ def synthetic_calibration_frames(count: int = CALIBRATION_FRAMES) -> list[np.nda
     return frames
 
 
-def calibration_frames(video: str | Path | None, count: int = CALIBRATION_FRAMES) -> tuple[list[np.ndarray] | None, str]:
-    """(frames, name for the cache key): ``count`` grayscale frames spread evenly over ``video``,
-    or (None, "synthetic") for the synthetic face."""
+def calibration_frames(video: str | Path | None, count: int = CALIBRATION_FRAMES) -> list[np.ndarray] | None:
+    """``count`` grayscale frames spread evenly over ``video``; None for the synthetic face."""
     if video is None or str(video) == "":
-        return None, "synthetic"
+        return None
     import cv2
 
     path = Path(video)
@@ -84,8 +82,20 @@ def calibration_frames(video: str | Path | None, count: int = CALIBRATION_FRAMES
     capture.release()
     if not frames:
         raise ExportError(f"calibration video {path} has no decodable frames")
-    stat = path.stat()
-    return frames, f"{path.resolve()}-{stat.st_size}-{stat.st_mtime_ns}"
+    return frames
+
+
+def calibration_name(video: str | Path | None) -> str:
+    """The calibration's name in the cache key, without reading the video: "synthetic", or the
+    video's path, size and modification time."""
+    if video is None or str(video) == "":
+        return "synthetic"
+    path = Path(video)
+    try:
+        stat = path.stat()
+    except OSError:
+        raise ExportError(f"calibration video {path} cannot be read (missing, empty or not a video)") from None
+    return f"{path.resolve()}-{stat.st_size}-{stat.st_mtime_ns}"
 
 
 def fp32_kept_nodes(model: onnx.ModelProto) -> list[str]:
@@ -107,22 +117,22 @@ def fp32_kept_nodes(model: onnx.ModelProto) -> list[str]:
 
 def int8_model_path(
     model: TrackerModel,
-    frames: Iterable[np.ndarray] | None = None,
+    calibration: str | Path | None = None,
     bbox: tuple[int, int, int, int] | None = None,
-    calibration_name: str = "synthetic",
 ) -> Path:
     """The int8 ONNX file of ``model``, quantized into the cache unless already there.
 
-    ``frames``: uint8 (H, W) calibration frames (default: ``synthetic_calibration_frames()``),
-    pre-processed with ``bbox`` as the tracker will. ``calibration_name`` names them in the cache
-    key (a video's sha256, say), so different calibrations never share a file.
+    ``calibration``: a video whose frames calibrate it (None: the synthetic face), read only
+    when the file has to be built; its frames are pre-processed with ``bbox`` as the tracker
+    will. The cache key names the calibration, so different calibrations never share a file.
     """
-    key = f"{calibration_name}-{bbox}-{onnxruntime.__version__}-q{QUANTIZE_VERSION}"
+    key = f"{calibration_name(calibration)}-{bbox}-{onnxruntime.__version__}-q{QUANTIZE_VERSION}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     path = cache_dir() / f"fmnet-{model.sha256}-int8-{digest}.onnx"
     if path.is_file():
         return path
     fp32 = onnx_model_path(model)
+    frames = calibration_frames(calibration)
     images = []
     for frame in synthetic_calibration_frames() if frames is None else frames:
         images.append(preprocess(frame, make_geometry(frame.shape, bbox)))

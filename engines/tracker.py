@@ -198,10 +198,9 @@ def _build(engine: str, model: TrackerModel, bbox, threads: int, calibration) ->
     if engine == "onnx":
         return _HostEngine(OnnxNetwork(onnx_model_path(model), threads, "fp32"))
     if engine == "onnx-int8":
-        from .quantize import calibration_frames, int8_model_path
+        from .quantize import int8_model_path
 
-        frames, name = calibration_frames(calibration)
-        return _HostEngine(OnnxNetwork(int8_model_path(model, frames, bbox, name), threads, "int8"))
+        return _HostEngine(OnnxNetwork(int8_model_path(model, calibration, bbox), threads, "int8"))
     from .torch_engine import TorchTracker
 
     if engine == "torch":

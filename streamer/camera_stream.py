@@ -190,6 +190,6 @@ class CameraStream:
             "stalled": stalled,
             "frames": self.frames,
             "dropped": self.drops.as_dict(),
-            "latency_ms": {k: self.latency.summary()[k] for k in ("p50", "p99", "max")},
+            "latency_ms": {k: v for k, v in self.latency.summary().items() if k in ("p50", "p99", "max")},
             "video": None if self.video is None else self.video.describe(),
         }

@@ -687,12 +687,11 @@ def export_command(engine, model, calibration, bbox, out) -> None:
         if engine == "onnx":
             path = onnx_model_path(tracker_model)
         elif engine == "onnx-int8":
-            from facestream.engines.quantize import calibration_frames, int8_model_path
+            from facestream.engines.quantize import int8_model_path
 
             crop = _parse_bbox(bbox)
-            frames, name = calibration_frames(calibration)
-            click.echo(f"calibrating on {'the synthetic face' if frames is None else f'{len(frames)} frames of {calibration}'}", err=True)
-            path = int8_model_path(tracker_model, frames, None if crop is None else tuple(crop), name)
+            click.echo(f"int8, calibrated on {calibration or 'the synthetic face'}", err=True)
+            path = int8_model_path(tracker_model, calibration, None if crop is None else tuple(crop))
         else:
             from facestream.engines import tensorrt_engine
 

@@ -82,9 +82,9 @@ def test_int8_engine_is_cached_per_calibration(cache_home, tmp_path):
     for frame in eval_frames(12):
         writer.write(frame[2])
     writer.release()
-    frames, name = calibration_frames(video, count=8)
+    frames = calibration_frames(video, count=8)
     assert len(frames) == 8 and frames[0].shape == (480, 640) and frames[0].dtype == np.uint8
-    assert int8_model_path(model, frames, None, name) != first
+    assert int8_model_path(model, video) != first
     tracker = load_tracker("onnx-int8", calibration=video)
     assert tracker.infer(frames[0]).shape == (1, 15, 3)
 
