@@ -37,6 +37,7 @@ import torch
 from .bodyparts import BODYPARTS, N_KEYPOINTS
 from .model_files import ModelFileError
 from .preprocess import INPUT_SIZE, Geometry, make_geometry, preprocess
+from .restricted_npy import UnsafeFileError, load_object_npy
 
 HEATMAP_SIZE = INPUT_SIZE // 4  # the network's output maps: one cell per 4x4 input pixels
 EVAL_SEED_START = 10_000  # synthetic seeds >= this are never trained on
@@ -190,10 +191,9 @@ def _map(jobs: list[tuple[int, int, int, int]], pool: bool):
 def load_refined_data(path: str | Path) -> RefinedFrames:
     """Facemap's ``*_Facemap_refined_data.npy``: labelled frames made in its refinement GUI.
 
-    Facemap writes this file with ``np.save`` of a dict, so reading it needs
-    ``np.load(allow_pickle=True)``, which runs whatever code a crafted file holds. It is used here
-    for this one kind of file, which the user makes and names on the command line, and for
-    nothing else; its contents are then checked: ``imgs`` (a list of image stacks, each
+    Facemap writes this file with ``np.save`` of a dict, a pickle; it is read with an unpickler
+    that builds numpy arrays and plain containers only (``restricted_npy``), so a crafted file
+    cannot run code. Its contents are then checked: ``imgs`` (a list of image stacks, each
     (N, side, side) or one (side, side) image, normalized, cropped and padded by Facemap),
     ``keypoints`` (a list of (N, 15, 2 or 3) [x, y, likelihood] arrays in those images' pixels,
     NaN where a keypoint is not in view), ``bbox`` (crops [row1, row2, col1, col2] of the
@@ -203,10 +203,11 @@ def load_refined_data(path: str | Path) -> RefinedFrames:
     if not path.is_file():
         raise TrainingError(f"{path}: no such labelled-data file")
     try:
-        raw = np.load(path, allow_pickle=True)
-    except Exception as exc:  # numpy raises several types for unreadable files
+        data = load_object_npy(path)
+    except UnsafeFileError as exc:
+        raise TrainingError(f"{path}: refused: {exc}") from None
+    except Exception as exc:  # numpy and pickle raise several types for unreadable files
         raise TrainingError(f"{path}: not a numpy file ({type(exc).__name__}: {str(exc)[:120]})") from None
-    data = raw.item() if isinstance(raw, np.ndarray) and raw.dtype == object and raw.shape == () else raw
     if not isinstance(data, dict):
         raise TrainingError(f"{path}: not Facemap's refined data (a dict saved by np.save), found {type(data).__name__}")
     missing = [k for k in ("imgs", "keypoints", "bbox", "bodyparts") if k not in data]

@@ -228,6 +228,28 @@ def test_malformed_refined_data_is_one_line_error(tmp_path, change, message):
     assert "\n" not in str(info.value)
 
 
+class _Payload:
+    """Unpickling this creates the marker file: proof that a pickle ran code."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_crafted_refined_data_cannot_run_code(tmp_path):
+    data = refined_dict()
+    data["video_path"] = _Payload(tmp_path / "marker")
+    path = tmp_path / "crafted_Facemap_refined_data.npy"
+    np.save(path, data, allow_pickle=True)
+    with pytest.raises(TrainingError, match="refused: it asks to run io.open") as info:
+        load_refined_data(path)
+    assert "\n" not in str(info.value) and not (tmp_path / "marker").exists()
+    np.load(path, allow_pickle=True)  # as numpy would load it: the code runs
+    assert (tmp_path / "marker").exists()
+
+
 def test_refined_data_that_is_not_a_dict_fails_through_the_cli(tmp_path, keep_signals):
     path = tmp_path / "array.npy"
     np.save(path, np.zeros((3, 3)))
