@@ -1,5 +1,7 @@
 """A recorded video played back as a camera, so a session can be replayed through the live path
-and compared with Facemap's offline results on the same file.
+and compared with Facemap's offline results on the same file. A path whose name holds a
+``%`` field (``frames/img_%05d.png``) is a numbered image sequence; it has no frame rate of
+its own, so its frames come as fast as they decode.
 
 Frames are converted to grayscale exactly as Facemap does (``cv2.cvtColor(frame,
 cv2.COLOR_BGR2GRAY)``). With ``realtime=True`` frame ``k`` is delivered at ``open +`` its time in
@@ -66,8 +68,15 @@ class VideoFileCamera(Camera):
     def _fail(self, why: str) -> CameraError:
         return CameraError(f"video:{self.path}: {why}")
 
+    @property
+    def is_sequence(self) -> bool:
+        """An image sequence such as ``frames/img_%05d.png`` (OpenCV's numbered-files reader)."""
+        return "%" in self.path.name
+
     def _capture(self) -> cv2.VideoCapture:
-        cap = cv2.VideoCapture(str(self.path))
+        if self.is_sequence:  # its reader warns on stderr at the end of every sequence
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_IMAGES) if self.is_sequence else cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             cap.release()
             raise self._fail("OpenCV cannot open or decode this file")
@@ -75,8 +84,8 @@ class VideoFileCamera(Camera):
 
     def open(self) -> None:
         self.close()
-        if not self.path.is_file():
-            raise self._fail("no such file")
+        if not (self.path.parent.is_dir() if self.is_sequence else self.path.is_file()):
+            raise self._fail("no such folder" if self.is_sequence else "no such file")
         cap = self._capture()
         ok, first = cap.read()
         if not ok or first is None:
@@ -88,6 +97,9 @@ class VideoFileCamera(Camera):
         first_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
         self._t_first_ns = round(first_ms * 1e6) if math.isfinite(first_ms) and first_ms > 0 else 0
         self._shape = to_gray(first).shape
+        if first.dtype != np.uint8:
+            cap.release()
+            raise self._fail(f"frames are {first.dtype}; the tracker takes 8-bit frames, as Facemap does: convert the images to 8 bits")
         self._index = self._frame_id = 0
         self._loop_offset_ns = self._last_t_ns = 0
         self._t_open_ns = time.monotonic_ns()
@@ -134,8 +146,9 @@ class VideoFileCamera(Camera):
             self._last_t_ns = t_file
         t_camera_ns = self._loop_offset_ns + t_file if t_file >= 0 else -1
         pixels = to_gray(raw)
-        if pixels.shape != self._shape:
-            raise self._fail(f"frame {self._index} is {pixels.shape}, not {self._shape}")
+        if pixels.shape != self._shape or pixels.dtype != np.uint8:
+            raise self._fail(f"frame {self._index} is {pixels.dtype} {pixels.shape[1]}x{pixels.shape[0]}, "
+                             f"not uint8 {self._shape[1]}x{self._shape[0]} as the first frame")
         if self.realtime and t_camera_ns >= 0:
             wait_ns = self._t_open_ns + t_camera_ns - time.monotonic_ns()
             if wait_ns > 0:

@@ -168,6 +168,8 @@ class CameraStream:
                 self.stalled = msg[1] if msg[0] == "stalled" else None
         if not self.ended and not self.proc.is_alive():
             raise CaptureError(f"camera {self.name}: capture process died (exit code {self.proc.exitcode})")
+        if self.video is not None:
+            self.video.check()
 
     def forecast(self, t_capture_ns: int, keypoints: np.ndarray, neural: np.ndarray) -> dict:
         """Keypoints (likelihood kept) and activity extrapolated to capture + the horizon."""
@@ -181,13 +183,19 @@ class CameraStream:
         ahead[:, :2] = points.predict(t, (len(keypoints), 2))
         return {"keypoints_predicted": ahead, "neural_predicted": activity.predict(t), "t_predicted_ns": t}
 
+    def stall(self, stall_s: float) -> str | None:
+        """Why this camera delivers no frames now, or None: what capture reported (a camera
+        being reopened), else no frame for more than ``stall_s`` seconds."""
+        if self.stalled or self.reader is None or self.ended:
+            return self.stalled
+        quiet = time.monotonic() - self.last_frame_at
+        return f"no frame for {quiet:.1f} s" if quiet > stall_s else None
+
     def describe(self, stall_s: float) -> dict:
         """This camera for ``meta``: what it is, whether it delivers, its counts."""
-        quiet = time.monotonic() - self.last_frame_at
-        stalled = self.stalled or (f"no frame for {quiet:.1f} s" if self.reader is not None and quiet > stall_s and not self.ended else None)
         return {
             **self.description,
-            "stalled": stalled,
+            "stalled": self.stall(stall_s),
             "frames": self.frames,
             "dropped": self.drops.as_dict(),
             "latency_ms": {k: v for k, v in self.latency.summary().items() if k in ("p50", "p99", "max")},

@@ -24,6 +24,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from facestream.engines.model_files import ModelFileError
     from facestream.engines.onnx_engine import ExportError
     from facestream.engines.tracker import TrackerError
+    from facestream.streamer.curve import CurveError
     from facestream.streamer.hooks import HookError
     from facestream.streamer.pipeline import PipelineError
     from facestream.streamer.protocol import ProtocolError
@@ -34,7 +35,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from facestream.streamer.video_recorder import VideoRecordingError
 
     return (ConfigError, CameraError, EncoderFileError, EncoderTrainingError, ModelFileError, ExportError, TrackerError, HookError,
-            PipelineError, ProtocolError, PublishError, RecordingError, RingBufferError, ReportError,
+            CurveError, PipelineError, ProtocolError, PublishError, RecordingError, RingBufferError, ReportError,
             VideoRecordingError, OSError)
 
 
@@ -47,6 +48,8 @@ def _guarded(fn: Callable[[], Any]) -> Any:
     """Run a command body, turning any error into one line on stderr and a non-zero exit."""
     try:
         return fn()
+    except SystemExit:  # an exit already decided: not worth importing every error class to match it
+        raise
     except ConfigError as e:
         _fail(str(e), 2)
     except _user_errors() as e:
@@ -217,13 +220,20 @@ def run(config_path, bbox, as_json, quiet, **flags) -> None:
     _guarded(body)
 
 
+def _curve_options(fn):
+    """--curve-server and --curve-key: subscribe to a publisher with CURVE keys."""
+    fn = click.option("--curve-key", type=click.Path(dir_okay=False), help="CURVE: this subscriber's secret key file (NAME.key_secret).")(fn)
+    return click.option("--curve-server", type=click.Path(dir_okay=False), help="CURVE: the publisher's public key file (server.key).")(fn)
+
+
 @main.command()
 @click.argument("endpoint", default=_DEFAULT_ENDPOINT)
 @click.option("--count", type=click.IntRange(min=1), help="Exit after N frame messages.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message (with its topic).")
 @click.option("--topic", type=click.Choice(["all", "frame", "meta"]), default="all", show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Exit with an error if nothing arrives for S seconds.")
-def listen(endpoint, count, as_json, topic, timeout) -> None:
+@_curve_options
+def listen(endpoint, count, as_json, topic, timeout, curve_server, curve_key) -> None:
     """Print what a running pipeline publishes."""
 
     def body() -> None:
@@ -232,13 +242,14 @@ def listen(endpoint, count, as_json, topic, timeout) -> None:
         topics = ("frame", "meta") if topic == "all" else (topic,)
         stop = _StopFlag()
         frames = 0
-        with Subscriber(endpoint, topics=topics) as sub:
+        with Subscriber(endpoint, topics=topics, curve_server=curve_server, curve_key=curve_key) as sub:
             last = time.monotonic()
             while not stop():
                 msg = sub.recv(timeout=0.1)
                 if msg is None:
                     if timeout and time.monotonic() - last > timeout:
-                        _fail(f"no message from {endpoint} for {timeout:g} s")
+                        hint = " (a CURVE publisher sends nothing to a client whose public key is not in its clients folder)"
+                        _fail(f"no message from {endpoint} for {timeout:g} s" + (hint if curve_key else ""))
                     continue
                 last = time.monotonic()
                 if as_json:
@@ -521,14 +532,40 @@ def models(as_json) -> None:
 @click.argument("endpoint", default=_DEFAULT_ENDPOINT)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve the page on (0.0.0.0 = every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port of the page (0 = any free port).")
-def monitor(endpoint, host, port) -> None:
+@_curve_options
+def monitor(endpoint, host, port, curve_server, curve_key) -> None:
     """Serve a live web page of a running pipeline: video, keypoints, traces, health."""
 
     def body() -> None:
         from facestream.streamer.monitor import serve
 
         serve(endpoint, host, port, _StopFlag(),
-              announce=lambda url: click.echo(f"facestream: monitor of {endpoint} on {url} (Ctrl-C stops)", err=True))
+              announce=lambda url: click.echo(f"facestream: monitor of {endpoint} on {url} (Ctrl-C stops)", err=True),
+              curve_server=curve_server, curve_key=curve_key)
+
+    _guarded(body)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--client", "client_name", help="Write only this client's pair, NAME.key and NAME.key_secret (the server's is left alone).")
+def keys(folder, client_name) -> None:
+    """Write CURVE key files that encrypt the stream and name who may subscribe (docs/protocol.md).
+
+    Without --client: the publisher's server.key and server.key_secret and one subscriber's
+    client.key and client.key_secret. Secret files are mode 0600; no file is overwritten.
+    """
+
+    def body() -> None:
+        from facestream.streamer.curve import create
+
+        for public, secret in create(folder, ["server", "client"] if client_name is None else [client_name]):
+            if public.stem == "server" and client_name is None:
+                click.echo(f"facestream: {secret}: the publisher's secret key; stays on the rig ([stream] curve_secret)", err=True)
+                click.echo(f"facestream: {public}: its public key, for every subscriber (--curve-server)", err=True)
+            else:
+                click.echo(f"facestream: {public}: a subscriber's public key; into the publisher's clients folder ([stream] curve_clients)", err=True)
+                click.echo(f"facestream: {secret}: its secret key; with that subscriber only (--curve-key)", err=True)
 
     _guarded(body)
 

@@ -17,6 +17,11 @@ arrived and gives only the newest frame (for closed loops: the reader never fall
 
 ZeroMQ's own ``CONFLATE`` option (keep only the newest message) is not used: it does not
 support multipart messages and would keep one part of ``[topic, payload]``.
+
+A publisher with CURVE keys needs ``curve_server`` (its public key file, ``server.key``) and
+``curve_key`` (this client's secret key file, ``NAME.key_secret``, whose public half is in the
+publisher's clients folder); either may also be a z85 key as bytes. A subscriber the publisher
+does not let in gets no error: it receives nothing, so ``recv(timeout)`` returns None.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from typing import Any, Callable, Iterator
 import zmq
 
 from facestream.streamer import protocol
+from facestream.streamer.curve import client_options
 from facestream.streamer.protocol import Result
 
 
@@ -59,11 +65,15 @@ class Message:
 
 
 class Subscriber:
-    def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", topics=("frame", "meta"), rcv_hwm: int = 10000):
+    def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", topics=("frame", "meta"), rcv_hwm: int = 10000,
+                 curve_server=None, curve_key=None):
         self.endpoint = endpoint
+        options = client_options(curve_server, curve_key)
         self._sock = zmq.Context.instance().socket(zmq.SUB)
         self._sock.setsockopt(zmq.RCVHWM, rcv_hwm)
         self._sock.setsockopt(zmq.LINGER, 0)
+        for option, value in options.items():
+            self._sock.setsockopt(option, value)
         for topic in topics:
             self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         self._sock.connect(endpoint)

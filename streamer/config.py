@@ -63,6 +63,7 @@ _CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("camera", "spec"): (_camera_ok, " or ".join(SPEC_FORMS) + ", or a list of them"),
     ("camera", "names"): (lambda v: all(isinstance(n, str) and n and "/" not in n for n in v), "a list of non-empty names without '/'"),
     ("camera", "sync_ms"): (lambda v: 0 <= v <= 1000, "0..1000 milliseconds"),
+    ("camera", "stall_after"): (lambda v: 0.05 <= v <= 3600, "0.05..3600 seconds"),
     ("camera", "width"): (lambda v: 16 <= v <= 8192, "16..8192"),
     ("camera", "height"): (lambda v: 16 <= v <= 8192, "16..8192"),
     ("camera", "fps"): (lambda v: 0 <= v <= 10000, "0..10000"),
@@ -161,6 +162,15 @@ def merge(base: Config, overrides: dict, source: str) -> Config:
     return merged
 
 
+def _check_together(cfg: Config, source: str) -> None:
+    """Checks across keys, on the merged settings."""
+    s = cfg["stream"]
+    if bool(s["curve_secret"]) != bool(s["curve_clients"]):
+        given, missing = ("curve_secret", "curve_clients") if s["curve_secret"] else ("curve_clients", "curve_secret")
+        raise ConfigError(f"{source}: [stream] {given} needs [stream] {missing} too "
+                          "(CURVE encrypts and authenticates together: the server's secret key file and the clients folder)")
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
     """Defaults, then the file at ``path`` (if any), then ``overrides`` from the command line."""
     cfg = defaults()
@@ -168,4 +178,5 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         cfg = merge(cfg, _read_toml(Path(path)), str(path))
     if overrides:
         cfg = merge(cfg, overrides, "command line")
+    _check_together(cfg, "command line" if path is None else str(path))
     return cfg

@@ -32,6 +32,7 @@ import numpy as np
 import zmq
 
 from facestream.streamer import protocol
+from facestream.streamer.curve import client_options
 
 TRACE_HZ = 100.0  # trace samples forwarded per camera and second, at most
 PUSH_HZ = 10.0  # updates sent to each page per second, at most
@@ -249,12 +250,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Monitor:
-    """The subscriber and the HTTP server, each on its own thread; ``close()`` stops both."""
+    """The subscriber and the HTTP server, each on its own thread; ``close()`` stops both.
+    ``curve_server`` and ``curve_key`` subscribe to a CURVE publisher, as in ``Subscriber``."""
 
-    def __init__(self, endpoint: str, host: str = "127.0.0.1", port: int = 8765):
+    def __init__(self, endpoint: str, host: str = "127.0.0.1", port: int = 8765, curve_server=None, curve_key=None):
         self.hub = _Hub(endpoint)
+        options = client_options(curve_server, curve_key)
         self._sock = zmq.Context.instance().socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
+        for option, value in options.items():
+            self._sock.setsockopt(option, value)
         try:
             self._sock.connect(endpoint)
         except zmq.ZMQError as e:
@@ -311,9 +316,9 @@ class Monitor:
             thread.join(2.0)
 
 
-def serve(endpoint: str, host: str, port: int, should_stop, announce=print) -> None:
+def serve(endpoint: str, host: str, port: int, should_stop, announce=print, curve_server=None, curve_key=None) -> None:
     """Run a monitor until ``should_stop()``; ``announce`` gets the page's address."""
-    monitor = Monitor(endpoint, host, port)
+    monitor = Monitor(endpoint, host, port, curve_server, curve_key)
     try:
         announce(monitor.url)
         while not should_stop():
@@ -322,7 +327,7 @@ def serve(endpoint: str, host: str, port: int, should_stop, announce=print) -> N
         monitor.close()
 
 
-def _child_main(endpoint: str, host: str, port: int, conn, stop) -> None:
+def _child_main(endpoint: str, host: str, port: int, conn, stop, curve_server, curve_key) -> None:
     """The monitor process of ``run --monitor``: ends when told or when the pipeline is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the pipeline, which stops us
     parent = os.getppid()
@@ -332,18 +337,22 @@ def _child_main(endpoint: str, host: str, port: int, conn, stop) -> None:
         conn.send(("ready", url))
 
     try:
-        serve(endpoint, host, port, lambda: stop.is_set() or os.getppid() != parent, announce)
+        serve(endpoint, host, port, lambda: stop.is_set() or os.getppid() != parent, announce, curve_server, curve_key)
     except MonitorError as e:
         conn.send(("error", str(e)))
 
 
 class MonitorProcess:
-    """``run --monitor``: the monitor as a child process of the pipeline."""
+    """``run --monitor``: the monitor as a child process of the pipeline. ``keys``: (server
+    public, client secret) that a CURVE publisher made for it, handed over with the child's
+    start arguments (never a file or the environment)."""
 
-    def __init__(self, ctx, endpoint: str, host: str, port: int):
+    def __init__(self, ctx, endpoint: str, host: str, port: int, keys: tuple[bytes, bytes] | None = None):
         self._conn, child = ctx.Pipe()
         self._stop = ctx.Event()
-        self._proc = ctx.Process(target=_child_main, args=(endpoint, host, port, child, self._stop),
+        curve_server, curve_key = keys or (None, None)
+        self._proc = ctx.Process(target=_child_main,
+                                 args=(endpoint, host, port, child, self._stop, curve_server, curve_key),
                                  name="facestream-monitor", daemon=True)
         self.url: str | None = None
 
@@ -356,6 +365,17 @@ class MonitorProcess:
             raise MonitorError(text)
         self.url = text
         return text
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    def alive(self) -> bool:
+        return self._proc.is_alive()
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._proc.exitcode
 
     def stop(self) -> None:
         self._stop.set()

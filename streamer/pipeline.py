@@ -38,7 +38,6 @@ from facestream.streamer.video_recorder import VideoRecordingError, check_video_
 
 _IDLE_S = 0.05
 _POLL_S = 0.0005
-_CAMERA_STALL_S = 1.0
 
 
 def versions() -> dict:
@@ -87,14 +86,16 @@ class RunStats:
         }
 
 
-def status_line(stats: RunStats, fps: float) -> str:
+def status_line(stats: RunStats, fps: float, stalled: dict[str, str] | None = None) -> str:
+    """The live status line; ``stalled``: camera name -> why it delivers no frames."""
     w = stats.window.summary()
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     d = stats.drops
-    return (
+    line = (
         f"frames {stats.frames}  {fps:.1f} fps  latency p50 {fmt(w['p50'])} ms p99 {fmt(w['p99'])} ms  "
         f"dropped {d.total} (camera {d.camera}, overrun {d.overrun}, skipped {d.skipped})"
     )
+    return line + "".join(f"  STALLED {name}: {why}" for name, why in (stalled or {}).items())
 
 
 class Pipeline:
@@ -132,15 +133,20 @@ class Pipeline:
         self.recordings: list[Recording] = []
         self.publisher: Publisher | None = None
         self.processes: dict[str, int] = {}  # role -> pid of the processes this run started
+        self.monitor: MonitorProcess | None = None
+        self.monitor_error: str | None = None
 
     # -- the run ------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> dict:
         cfg = self.cfg
         ctx = mp.get_context("spawn")
-        publisher = Publisher(cfg["stream"]["publish"], cfg["stream"]["send_hwm"], encoding=cfg["stream"]["encoding"])
+        publisher = Publisher(cfg["stream"]["publish"], cfg["stream"]["send_hwm"], encoding=cfg["stream"]["encoding"],
+                              curve_secret=cfg["stream"]["curve_secret"], curve_clients=cfg["stream"]["curve_clients"])
         self.publisher = publisher
         m = cfg["monitor"]
-        monitor = MonitorProcess(ctx, local_endpoint(cfg["stream"]["publish"]), m["host"], m["port"]) if m["enabled"] else None
+        monitor = (MonitorProcess(ctx, local_endpoint(cfg["stream"]["publish"]), m["host"], m["port"], publisher.monitor_keys)
+                   if m["enabled"] else None)
+        self.monitor = monitor
         c = cfg["camera"]
         for i, (spec, name, encoder) in enumerate(zip(self.specs, self.names, self.encoders)):
             camera_args = dict(
@@ -159,8 +165,10 @@ class Pipeline:
                 )
                 self.recordings.append(recording)
                 recording.start()
+                self.processes[f"recorder-{name}"] = recording.pid
             if monitor is not None:
                 monitor.start()
+                self.processes["monitor"] = monitor.pid
             for i, stream in enumerate(self.streams):
                 shape = stream.wait_opened()
                 self.processes[f"capture-{stream.name}"] = stream.proc.pid
@@ -170,6 +178,8 @@ class Pipeline:
                 self.tracker.infer(np.zeros(shape, np.uint8))  # warm up: the first inference is slow
                 stream.open_ring(shape, cfg["buffer"]["slots"], ctx, self.video_paths[i] if self.video_paths else None,
                                  cfg["record"]["video_codec"])
+                if stream.video is not None:
+                    self.processes[f"video-{stream.name}"] = stream.video.pid
             self.status = "waiting for subscribers"
             if publisher.wait_for_subscribers(cfg["stream"]["wait_subscribers"], should_stop):
                 for stream in self.streams:
@@ -252,6 +262,7 @@ class Pipeline:
         next_meta, next_status = now, now + status_every
         status_frames, status_t = 0, now
         self.status = "running"
+        reported: set[str] = set()  # the cameras last reported stalled: a change is reported at once, not at the next interval
         while not should_stop():
             reads = self._gather(latest)
             now = time.monotonic()
@@ -260,24 +271,28 @@ class Pipeline:
                     break
                 for stream in self.streams:
                     stream.poll()
-                if any(now - s.last_frame_at > _CAMERA_STALL_S and not s.ended for s in self.streams):
-                    self.status = "waiting for camera"
             else:
-                self.status = "running"
                 self._process(reads, publisher)
                 stats.drops = sum((s.drops for s in self.streams), Drops())
                 if (max_frames and stats.frames >= max_frames) or (duration and now - stats.started_ns / 1e9 >= duration):
                     break
+            stalled = self.stalled()
+            self.status = "waiting for camera" if stalled else "running"
+            if set(stalled) != reported:
+                reported = set(stalled)
+                next_meta = next_status = now
             if now >= next_meta:
                 for recording in self.recordings:
                     recording.check()
+                self._check_monitor()
                 for stream in self.streams:
                     stream.poll()
                 publisher.publish_meta(self.meta())
                 next_meta = now + meta_every
             if status_every and now >= next_status and self.on_status:
-                line = status_line(stats, (stats.frames - status_frames) / (now - status_t))
-                self.on_status(line if self.hook is None else f"{line}  {self.hook.status()}")
+                line = status_line(stats, (stats.frames - status_frames) / max(now - status_t, 1e-3), stalled)
+                line += "" if self.hook is None else f"  {self.hook.status()}"
+                self.on_status(line if self.monitor_error is None else f"{line}  MONITOR DOWN")
                 status_frames, status_t = stats.frames, now
                 next_status = now + status_every
                 stats.window = LatencyHistogram()
@@ -343,10 +358,21 @@ class Pipeline:
         # after the frame is out and timed: a preview never delays the message it shows
         stream.previews.offer(frame.pixels, frame.frame_id, frame.t_capture_ns, stream.name, message["keypoints"])
 
+    def _check_monitor(self) -> None:
+        """A monitor that died is reported (meta, status line) and the run goes on: a viewer's
+        failure must not end an experiment."""
+        if self.monitor is not None and self.monitor_error is None and not self.monitor.alive():
+            self.monitor_error = f"the monitor stopped unexpectedly (exit code {self.monitor.exitcode}); the run goes on without it"
+
+    def stalled(self) -> dict[str, str]:
+        """Camera name -> why it delivers no frames, for each camera that does not right now."""
+        after = self.cfg["camera"]["stall_after"]
+        return {s.name: why for s in self.streams if (why := s.stall(after)) is not None}
+
     # -- meta ---------------------------------------------------------------------------
     def meta(self) -> dict:
         enc = self.encoder.describe()
-        cameras = [s.describe(_CAMERA_STALL_S) for s in self.streams]
+        cameras = [s.describe(self.cfg["camera"]["stall_after"]) for s in self.streams]
         first = cameras[0] if cameras else {}
         return {
             "status": self.status,
@@ -363,6 +389,8 @@ class Pipeline:
                 "horizon_ms": self.cfg["stream"]["predict_ms"], "method": "kalman constant velocity",
                 "q_over_r": self.streams[0].forecasts[0].q},
             "hook": None if self.hook is None else self.hook.describe(),
+            "monitor": None if self.monitor is None else {"url": self.monitor.url, "error": self.monitor_error},
+            "processes": {role: pid for role, pid in self.processes.items() if role != "capture"},
             "recording": None if not self.recordings and not self.video_paths else {
                 **({} if not self.recordings else {
                     "path": str(self.recordings[0].path), "paths": [str(r.path) for r in self.recordings],

@@ -5,29 +5,67 @@ cannot tell by themselves.
 
 An XPUB socket (a PUB that also sees subscriptions) lets the pipeline wait, when asked, for
 subscribers to arrive before the first frame, so they miss nothing.
+
+With CURVE keys (``curve_secret``, ``curve_clients``) the socket encrypts everything it sends
+and lets in only the clients whose public keys are in the clients folder, checked over ZAP by
+an authenticator thread that lives as long as the publisher. A run's own monitor gets a
+keypair made for it in memory (``monitor_keys``).
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections import Counter
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from facestream.streamer import protocol
+from facestream.streamer.curve import client_keys, keypair
 
 
 class PublishError(RuntimeError):
-    """The endpoint cannot be bound; the message is one line."""
+    """The endpoint cannot be bound, or the CURVE settings do not go together; the message is one line."""
+
+
+class _Clients:
+    """ZAP's credentials provider: the clients folder's public keys and the run's own monitor's."""
+
+    def __init__(self, keys: set[bytes]):
+        self.keys = keys
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self.keys
 
 
 class Publisher:
-    def __init__(self, endpoint: str, send_hwm: int = 1000, linger_ms: int = 1000, encoding: str = "msgpack"):
+    def __init__(self, endpoint: str, send_hwm: int = 1000, linger_ms: int = 1000, encoding: str = "msgpack",
+                 curve_secret: str = "", curve_clients: str = ""):
         if encoding not in protocol.ENCODINGS:
             raise PublishError(f"unknown encoding {encoding!r} (known: {', '.join(protocol.ENCODINGS)})")
+        if bool(curve_secret) != bool(curve_clients):
+            raise PublishError("CURVE needs both the server's secret key file and the clients folder: "
+                               "encryption without authentication would let anyone subscribe")
         self.endpoint = endpoint
         self.encoding = encoding
         self._ctx = zmq.Context.instance()
-        self._sock = self._ctx.socket(zmq.XPUB)
+        self._auth: ThreadAuthenticator | None = None
+        self.monitor_keys: tuple[bytes, bytes] | None = None  # (server public, client secret) for the run's monitor
+        if curve_secret:
+            server_public, server_secret = keypair(curve_secret)
+            monitor_public, monitor_secret = zmq.curve_keypair()
+            allowed = client_keys(curve_clients) | {monitor_public}
+            # ZAP serves a whole context: the socket gets one of its own, which ends with it
+            self._auth = ThreadAuthenticator(zmq.Context())
+            self._auth.start()
+            self._auth.configure_curve_callback(domain="*", credentials_provider=_Clients(allowed))
+            self.monitor_keys = (server_public, monitor_secret)
+        self._sock = (self._ctx if self._auth is None else self._auth.context).socket(zmq.XPUB)
+        if curve_secret:  # before bind: no client is let in unchecked
+            self._sock.curve_server = True
+            self._sock.curve_secretkey = server_secret
+            self._sock.curve_publickey = server_public
         self._sock.setsockopt(zmq.SNDHWM, send_hwm)
         self._sock.setsockopt(zmq.LINGER, linger_ms)
         # Every subscribe and unsubscribe reaches us, a departing subscriber's included, so the
@@ -37,21 +75,38 @@ class Publisher:
             self._sock.bind(endpoint)
         except zmq.ZMQError as e:
             self._sock.close(0)
+            self._stop_authenticator()
             raise PublishError(f"cannot publish on {endpoint}: {e.strerror}") from None
         self.seqs: Counter[str] = Counter()  # camera -> frame messages sent on its topic
         self.subscriptions: Counter[bytes] = Counter()  # topic prefix -> subscriptions to it
         self._tees: list[zmq.Socket] = []
+        self._tee_dir: str | None = None
         self.tee_dropped = 0  # messages a tee's full queue refused, all tees together
 
+    def _stop_authenticator(self) -> None:
+        """After the socket is closed: the authenticator and the socket's context end (what the
+        socket still had queued goes out first, for at most its LINGER)."""
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth.context.term()
+            self._auth = None
+
     def open_tee(self, hwm: int = 100_000) -> str:
-        """A PUSH socket on a free loopback port that gets a copy of every message (for the
-        recorder); its deep queue absorbs disk stalls, and what overflows it is counted."""
+        """A PUSH socket that gets a copy of every message (for the recorder); its deep queue
+        absorbs disk stalls, and what overflows it is counted.
+
+        It is an ipc socket in a folder only this user can enter: a PUSH socket shares its
+        messages out among whoever connects, so a port any local process could reach would let
+        one take frames away from the recording."""
+        if self._tee_dir is None:
+            self._tee_dir = tempfile.mkdtemp(prefix="facestream-")  # mode 0700
         tee = self._ctx.socket(zmq.PUSH)
         tee.setsockopt(zmq.SNDHWM, hwm)
         tee.setsockopt(zmq.LINGER, 5000)
-        port = tee.bind_to_random_port("tcp://127.0.0.1")
+        endpoint = f"ipc://{self._tee_dir}/tee-{len(self._tees)}"
+        tee.bind(endpoint)
         self._tees.append(tee)
-        return f"tcp://127.0.0.1:{port}"
+        return endpoint
 
     def _read_subscriptions(self) -> None:
         while True:
@@ -123,4 +178,7 @@ class Publisher:
     def close(self) -> None:
         self._sock.close()
         for tee in self._tees:
-            tee.close()
+            tee.close()  # a connected recorder still receives what was queued (LINGER)
+        self._stop_authenticator()
+        if self._tee_dir is not None:
+            shutil.rmtree(self._tee_dir, ignore_errors=True)

@@ -149,6 +149,10 @@ class Recording:
             args=(str(self.path), endpoint, n_neural, run_info, child, flush_interval, camera),
         )
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
     def start(self, timeout: float = 30.0) -> None:
         self._proc.start()
         if not self._conn.poll(timeout):

@@ -91,6 +91,35 @@ def _open_untracked(name: str) -> shared_memory.SharedMemory:
             resource_tracker.register = register
 
 
+_PREFIX = "fsring_"  # then the owner's pid: fsring_<pid>_<random>
+
+
+def remove_stale_rings() -> list[str]:
+    """Free the rings whose owner is gone without freeing them (every process of a run killed
+    at once, Python's resource tracker included); their names."""
+    removed = []
+    for name in os.listdir("/dev/shm"):
+        owner = name[len(_PREFIX):].partition("_")[0]
+        if not (name.startswith(_PREFIX) and owner.isdigit() and int(owner) < 2**22) or _alive(int(owner)):
+            continue
+        try:
+            os.unlink(f"/dev/shm/{name}")
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class RingBuffer:
     """Preallocated shared-memory ring of uint8 (h, w) frames. Exactly one process writes."""
 
@@ -129,6 +158,7 @@ class RingBuffer:
         h, w, slots = int(shape[0]), int(shape[1]), int(slots)
         size = _layout(slots, (h, w))[3]
         if os.path.isdir("/dev/shm"):
+            remove_stale_rings()
             st = os.statvfs("/dev/shm")
             if st.f_bavail * st.f_frsize < size:
                 raise RingBufferError(
@@ -137,7 +167,7 @@ class RingBuffer:
                 )
         while True:
             try:
-                shm = shared_memory.SharedMemory(f"fsring_{secrets.token_hex(8)}", create=True, size=size)
+                shm = shared_memory.SharedMemory(f"{_PREFIX}{os.getpid()}_{secrets.token_hex(8)}", create=True, size=size)
                 break
             except FileExistsError:
                 continue

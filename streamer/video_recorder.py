@@ -96,6 +96,26 @@ class VideoRecording:
             self._proc = None
             raise VideoRecordingError(message[1])
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def check(self) -> None:
+        """Raise VideoRecordingError if the recorder failed or died during the run."""
+        if self._proc is None:
+            return
+        if self._conn.poll():
+            try:
+                message = self._conn.recv()
+            except EOFError:
+                message = ("error", f"the video recorder stopped unexpectedly (exit code {self._proc.exitcode})")
+            if message[0] == "error":
+                self._proc = None
+                raise VideoRecordingError(message[1])
+        if not self._proc.is_alive():
+            code, self._proc = self._proc.exitcode, None
+            raise VideoRecordingError(f"the video recorder stopped unexpectedly (exit code {code})")
+
     def finish(self) -> dict:
         """Write what is left in the ring buffer (capture must have stopped), close the files."""
         if self._proc is None:
