@@ -20,25 +20,10 @@ from facestream.streamer import curve, protocol
 from facestream.streamer.client import Subscriber
 from facestream.streamer.publisher import Publisher, PublishError
 
+from helpers import free_port, until
+
 CLI = [sys.executable, "-m", "facestream.streamer.cli"]
 FINAL = ("ended", "stopped", "failed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _until(condition, timeout: float = 60.0, what: str = "condition"):
-    """Poll until ``condition()`` is truthy; its value. Only a deadline, never a speed check."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -273,7 +258,7 @@ def test_subscribers_with_bad_key_files_fail_in_one_line(endpoint, keys, tmp_pat
         "public for secret": (["--curve-server", str(keys.server_public), "--curve-key", str(keys.server_public)], ["server.key", "no secret key"]),
         "server only": (["--curve-server", str(keys.server_public)], ["both"]),
     }[case]
-    extra = ["--timeout", "5"] if command == "listen" else ["--port", str(_free_port())]
+    extra = ["--timeout", "5"] if command == "listen" else ["--port", str(free_port())]
     r = subprocess.run([*CLI, command, endpoint, *flags, *extra], capture_output=True, text=True, timeout=60)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1, r.stderr
@@ -310,10 +295,10 @@ def _updates(response):
 
 
 def test_run_monitor_behind_curve_still_shows_frames(endpoint, keys):
-    port = _free_port()
+    port = free_port()
     proc = _run(endpoint, "--config", str(keys.config), "--monitor-port", str(port))
     try:
-        _until(lambda: _page_up(port) or proc.poll() is not None, 120, "the monitor page of `run --monitor`")
+        until(lambda: _page_up(port) or proc.poll() is not None, 120, "the monitor page of `run --monitor`")
         assert proc.poll() is None, proc.communicate()[1]
         samples, meta = 0, None
         with _events(port) as events:
@@ -330,14 +315,14 @@ def test_run_monitor_behind_curve_still_shows_frames(endpoint, keys):
 
 
 def test_monitor_command_with_keys_follows_a_curve_publisher(endpoint, keys):
-    port = _free_port()
+    port = free_port()
     pub = Publisher(endpoint, curve_secret=str(keys.server_secret), curve_clients=str(keys.clients))
     proc = subprocess.Popen([*CLI, "monitor", endpoint, "--port", str(port), "--curve-server", str(keys.server_public),
                              "--curve-key", str(keys.client_secret)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _until(lambda: _page_up(port) or proc.poll() is not None, 60, "the monitor page")
+        until(lambda: _page_up(port) or proc.poll() is not None, 60, "the monitor page")
         assert proc.poll() is None, proc.communicate()[1]
-        _until(lambda: pub.subscribers(protocol.TOPIC_META) == 1, what="the monitor's authenticated subscription")
+        until(lambda: pub.subscribers(protocol.TOPIC_META) == 1, what="the monitor's authenticated subscription")
         shown = None
         with _events(port) as events:
             deadline = time.monotonic() + 30

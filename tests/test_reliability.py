@@ -22,6 +22,8 @@ from facestream.streamer.client import Subscriber
 from facestream.streamer.config import load_config
 from facestream.streamer.ringbuffer import remove_stale_rings
 
+from helpers import Payload
+
 CLI = [sys.executable, "-m", "facestream.streamer.cli"]
 
 
@@ -260,16 +262,6 @@ def test_a_monitor_that_dies_is_reported_and_the_run_goes_on(endpoint):
 
 
 # -- bad input ----------------------------------------------------------------------------------
-class _Payload:
-    """Unpickling this creates the marker file: proof that a pickle ran code."""
-
-    def __init__(self, marker) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 def _bad_model(tmp_path, case: str) -> tuple[list[str], str]:
     """Command-line arguments naming a broken model file of the given kind, and the file the
     error must name."""
@@ -290,7 +282,7 @@ def _bad_model(tmp_path, case: str) -> tuple[list[str], str]:
         weights[name] = torch.zeros(weights[name].shape[0] + 1, *weights[name].shape[1:])
         torch.save(weights, state)
     elif case == "pickle":
-        torch.save({"weights": _Payload(tmp_path / "marker")}, state)
+        torch.save({"weights": Payload(tmp_path / "marker")}, state)
     elif case == "encoder":
         (tmp_path / "enc.npz").write_bytes(b"PK\x03\x04 not really a zip")
         return ["--encoder", str(tmp_path / "enc.npz")], str(tmp_path / "enc.npz")

@@ -24,6 +24,8 @@ from facestream.engines.preprocess import make_geometry, percentiles, preprocess
 from facestream.engines.onnx_engine import onnx_cache_path
 from facestream.engines.tracker import TrackerError, load_tracker
 
+from helpers import Payload
+
 CHANNELS = [16, 32, 64, 128, 200]
 FACEMAP_NETWORK = Path(os.environ.get("FACEMAP_SRC", "/tmp/fm/facemap")) / "pose" / "facemap_network.py"
 
@@ -493,23 +495,13 @@ def test_missing_params(tmp_path, monkeypatch):
     assert load_model(state_path).params_path == (facemap_dir / PARAMS_NAME).resolve()
 
 
-class _Payload:
-    """Unpickling this calls open(marker, "w"): it creates the marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 @pytest.mark.parametrize("which", ["state", "params"])
 @pytest.mark.parametrize("writer", ["pickle", "torch.save"])
 def test_malicious_pickle_is_not_executed(tmp_path, which, writer):
     state_path = save_model(tmp_path, make_network())
     target = state_path if which == "state" else tmp_path / PARAMS_NAME
     marker = tmp_path / "marker"
-    payload = {"weights": _Payload(marker)}
+    payload = {"weights": Payload(marker)}
     if writer == "pickle":
         target.write_bytes(pickle.dumps(payload))
     else:

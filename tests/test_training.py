@@ -36,6 +36,8 @@ from facestream.engines.tracker import load_tracker
 from facestream.engines.training import CHECKPOINT_NAME, TrainConfig, Trainer, heatmap_targets
 from facestream.streamer.cli import main
 
+from helpers import Payload
+
 TINY = dict(init="scratch", batch=2, synthetic_seeds=2, frames_per_seed=2, width=160, height=120, augment=0.0)
 
 
@@ -228,19 +230,9 @@ def test_malformed_refined_data_is_one_line_error(tmp_path, change, message):
     assert "\n" not in str(info.value)
 
 
-class _Payload:
-    """Unpickling this creates the marker file: proof that a pickle ran code."""
-
-    def __init__(self, marker) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 def test_crafted_refined_data_cannot_run_code(tmp_path):
     data = refined_dict()
-    data["video_path"] = _Payload(tmp_path / "marker")
+    data["video_path"] = Payload(tmp_path / "marker")
     path = tmp_path / "crafted_Facemap_refined_data.npy"
     np.save(path, data, allow_pickle=True)
     with pytest.raises(TrainingError, match="refused: it asks to run io.open") as info:
