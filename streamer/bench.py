@@ -8,8 +8,8 @@ process costs what a real camera's does and the tracker always has a fresh frame
 reported is what the tracker sustains, and frames it had no time for are counted as skipped.
 
 CPU use is sampled per process (tracker = the pipeline process, capture, subscriber, others)
-with psutil over the running part of the run; ``per_minute`` holds latency percentiles and
-memory for every minute (the soak view).
+with psutil over the running part of the run; ``over_time`` holds latency percentiles and
+memory for every ``interval_s`` of the run (the soak view: a minute by default).
 """
 from __future__ import annotations
 
@@ -138,24 +138,26 @@ class _ProcessSampler(threading.Thread):
         return {role: round(100 * s / seconds, 1) for role, s in sorted(used.items())}
 
 
-def _per_minute(rows: list, samples: list, t_start: float) -> list[dict]:
-    """Latency percentiles (from the subscriber's receipt times) and peak memory per minute."""
-    minutes: dict[int, dict] = {}
+def _over_time(rows: list, samples: list, t_start: float, interval_s: float) -> list[dict]:
+    """Latency percentiles (from the subscriber's receipt times) and peak memory per interval."""
+    slots: dict[int, dict] = {}
     for _, latency, _, t_receive_ns in rows:
-        minutes.setdefault(int((t_receive_ns / 1e9 - t_start) // 60), {"latency": []})["latency"].append(latency)
+        slots.setdefault(int((t_receive_ns / 1e9 - t_start) // interval_s), {"latency": []})["latency"].append(latency)
     for t, rss in samples:
-        slot = minutes.setdefault(int((t - t_start) // 60), {"latency": []})
+        slot = slots.setdefault(int((t - t_start) // interval_s), {"latency": []})
         slot["rss"] = max(slot.get("rss", 0), rss)
     return [
-        {"minute": m, "frames": len(v["latency"]), "latency_ms": percentiles(v["latency"]),
+        {"t_s": round(k * interval_s, 3), "frames": len(v["latency"]), "latency_ms": percentiles(v["latency"]),
          "memory_mb": round(v.get("rss", 0) / 2**20, 1)}
-        for m, v in sorted(minutes.items()) if m >= 0
+        for k, v in sorted(slots.items()) if k >= 0
     ]
 
 
-def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: bool = True) -> tuple[dict, list[float]]:
+def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: bool = True,
+              interval_s: float = 60.0) -> tuple[dict, list[float]]:
     """Run the pipeline under ``cfg`` (publish endpoint and subscriber wait set here) and measure it:
-    the results, and every frame's capture-to-subscriber latency in ms."""
+    the results (``over_time`` in rows of ``interval_s``), and every frame's capture-to-subscriber
+    latency in ms."""
     cfg["stream"]["publish"] = _free_endpoint()
     cfg["stream"]["wait_subscribers"] = 1
     ctx = mp.get_context("spawn")
@@ -198,7 +200,8 @@ def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: b
         "dropped": summary["dropped"],
         "subscriber": {"received": len(rows), "lost": received["lost"]},
         "cpu_percent": sampler.cpu_percent(),
-        "per_minute": _per_minute(rows, sampler.samples, t_start),
+        "interval_s": interval_s,
+        "over_time": _over_time(rows, sampler.samples, t_start, interval_s),
         "facemap_fps": None,
         "facemap": None,
     }

@@ -279,8 +279,9 @@ def listen(endpoint, count, as_json, topic, timeout, curve_server, curve_key) ->
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results to this JSON file ('-' = stdout).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Plot the latency distribution to this PNG or SVG file.")
 @click.option("--facemap/--no-facemap", default=True, show_default=True, help="Also time Facemap itself on the same frames, where it is installed (FACEMAP_PYTHON).")
-@click.option("--soak", type=click.FloatRange(min=0, min_open=True), help="Run for this many minutes instead of --frames; the JSON's per_minute shows latency and memory over time.")
-def bench(config_path, frames, fps, loop, cameras, json_path, plot_path, facemap, soak, **flags) -> None:
+@click.option("--soak", type=click.FloatRange(min=0, min_open=True), help="Run for this many minutes instead of --frames; the JSON's over_time shows latency and memory over time.")
+@click.option("--interval", type=click.FloatRange(min=1), default=60.0, show_default=True, help="Seconds per row of over_time (latency percentiles and memory).")
+def bench(config_path, frames, fps, loop, cameras, json_path, plot_path, facemap, soak, interval, **flags) -> None:
     """Measure the real pipeline: frames/s, capture-to-subscriber latency, stages, drops, CPU."""
 
     def body() -> None:
@@ -290,9 +291,10 @@ def bench(config_path, frames, fps, loop, cameras, json_path, plot_path, facemap
         cfg = load_config(config_path, _overrides(fps=fps, **flags) | {"run": run})
         cfg["camera"].update(spec=["synthetic"] * cameras, names=[], loop=loop)
         cfg["record"]["path"] = ""
+        cfg["stream"].update(curve_secret="", curve_clients="")  # its own subscriber has no keys: plain publishing
         status = _StatusLine()
         try:
-            result, latencies = run_bench(cfg, on_status=status, should_stop=_StopFlag(), facemap=facemap)
+            result, latencies = run_bench(cfg, on_status=status, should_stop=_StopFlag(), facemap=facemap, interval_s=interval)
         finally:
             status.end()
         click.echo(_bench_summary(result))

@@ -33,7 +33,7 @@ def test_every_frame_reaches_the_subscriber_and_is_timed(tmp_path):
     assert all(0 <= s["mean"] <= s["p99"] + 1e-3 for s in result["stages"].values())
     assert result["dropped"]["total"] == result["dropped"]["camera"] + result["dropped"]["overrun"] + result["dropped"]["skipped"]
     assert set(result["cpu_percent"]) >= {"tracker", "capture", "subscriber"}
-    assert sum(m["frames"] for m in result["per_minute"]) == 30
+    assert sum(m["frames"] for m in result["over_time"]) == 30 and result["interval_s"] == 60
     assert result["facemap_fps"] is None and result["engine"] == "onnx-int8"
     assert result["engine_reason"].startswith("auto:")
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -54,3 +54,18 @@ def test_missing_facemap_is_reported_not_fatal(tmp_path):
     result, _ = bench(tmp_path, "--frames", "5", "--fps", "50", "--loop", "5",
                       env={"FACEMAP_PYTHON": str(tmp_path / "no-such-python")})
     assert result["facemap_fps"] is None and "FACEMAP_PYTHON" in result["facemap"]["error"]
+
+
+def test_short_soak_keeps_memory_flat_and_every_frame(tmp_path):
+    """The hour-long soak of docs/reliability.md in a short form: a minute in 10 s rows; every
+    frame processed and received, frames in every row, and memory after the first row grows by
+    less than 20 MB (the hour in docs/ is the finer test of memory)."""
+    result, _ = bench(tmp_path, "--soak", "1", "--interval", "10", "--fps", "30", "--loop", "30", "--policy", "every",
+                      "--no-facemap")
+    rows = result["over_time"]
+    assert result["interval_s"] == 10 and len(rows) >= 6
+    assert result["subscriber"]["lost"] == 0 and result["subscriber"]["received"] == result["frames"]
+    assert result["dropped"]["overrun"] == 0 and result["frames"] >= 30 * 55
+    assert all(r["frames"] > 0 for r in rows[:6])  # frames flowed in every interval: nothing stalled
+    memory = [r["memory_mb"] for r in rows[1:6]]
+    assert max(memory) - memory[0] < 20, memory
