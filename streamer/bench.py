@@ -7,9 +7,12 @@ a loop of drawn frames at a high-speed camera's rate (500 frames/s by default), 
 process costs what a real camera's does and the tracker always has a fresh frame: the frames/s
 reported is what the tracker sustains, and frames it had no time for are counted as skipped.
 
-CPU use is sampled per process (tracker = the pipeline process, capture, subscriber, others)
-with psutil over the running part of the run; ``over_time`` holds latency percentiles and
-memory for every ``interval_s`` of the run (the soak view: a minute by default).
+CPU use is sampled per process (tracker = the pipeline process, capture, subscriber, monitor,
+browser, others) with psutil over the running part of the run; ``over_time`` holds latency
+percentiles and memory for every ``interval_s`` of the run (the soak view: a minute by default).
+
+With a browser (``--browser``), the run also has its monitor, and the browser shows the
+monitor's page, headless, for the whole run: what watching a run on its own machine costs it.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ import multiprocessing as mp
 import os
 import platform
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,12 +38,100 @@ BENCH_LOOP = 200
 _QUIET_S = 5.0
 _START_S = 300.0
 _SAMPLE_S = 1.0
+_PAGE_S = 120.0  # the browser has this long to open the monitor's page
+# a desktop-sized window, so the page lays out as people see it; no GPU, as on a rig's PC
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1400,900"]
+
+
+class BenchError(OSError):
+    """The bench cannot run as asked (no such browser, a browser that stopped); one line."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    return f"tcp://127.0.0.1:{_free_port()}"
+
+
+class _Browser:
+    """A headless browser on the monitor's page, a child of this process for the whole run."""
+
+    def __init__(self, path: str) -> None:
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise BenchError(f"--browser {path}: no such program")
+        try:
+            out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise BenchError(f"--browser {path}: cannot run it ({e})") from None
+        self.path = path
+        self.version = (out.stdout.strip().splitlines() or [None])[0]
+        self.proc: subprocess.Popen | None = None
+        self.started = 0.0
+        self._profile = tempfile.TemporaryDirectory(prefix="facestream-bench-browser-")
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def open(self, url: str, port: int) -> None:
+        """Start the browser on ``url`` once something listens on ``port`` (the monitor starts
+        inside the pipeline's run)."""
+        self._thread = threading.Thread(target=self._start, args=(url, port), daemon=True, name="bench-browser")
+        self._thread.start()
+
+    def _start(self, url: str, port: int) -> None:
+        while not self._closing.is_set():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                self._closing.wait(0.1)
+        else:
+            return
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([self.path, *BROWSER_ARGS, f"--user-data-dir={self._profile.name}", url],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def owns(self, proc: psutil.Process) -> bool:
+        """``proc`` is the browser or one of its processes."""
+        return self.proc is not None and (proc.pid == self.proc.pid or any(p.pid == self.proc.pid for p in proc.parents()))
+
+    def trouble(self, waiting: bool) -> str | None:
+        """Why the run cannot go on with the page open, if it cannot."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is not None:
+            return f"the browser {self.path} ended during the run (exit code {self.proc.returncode})"
+        if waiting and time.monotonic() - self.started > _PAGE_S:
+            return f"the browser {self.path} did not open the monitor's page within {_PAGE_S:.0f} s"
+        return None
+
+    def close(self) -> None:
+        """End the browser (and any process of it left behind) and remove its profile."""
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                family = psutil.Process(self.proc.pid).children(recursive=True)
+            except psutil.Error:
+                family = []
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            for child in family:
+                try:
+                    child.kill()
+                except psutil.Error:
+                    pass  # it ended with the browser
+        self._profile.cleanup()
 
 
 def _subscribe(endpoint: str, conn) -> None:
@@ -84,20 +177,26 @@ def machine() -> str:
 class _ProcessSampler(threading.Thread):
     """Every second: CPU seconds and memory of this process and its children, by role."""
 
-    def __init__(self, pipeline: Pipeline, subscriber_pid: int) -> None:
+    def __init__(self, pipeline: Pipeline, subscriber_pid: int, browser: _Browser | None = None) -> None:
         super().__init__(daemon=True, name="bench-sampler")
-        self.pipeline, self.subscriber_pid = pipeline, subscriber_pid
-        self.samples: list[tuple[float, int]] = []  # (t, rss bytes of all but the subscriber)
+        self.pipeline, self.subscriber_pid, self.browser = pipeline, subscriber_pid, browser
+        self.samples: list[tuple[float, int]] = []  # (t, rss bytes of the run's processes: not the subscriber or browser)
         self._cpu: dict[int, list] = {}  # pid -> [role, CPU s when first seen, CPU s when last seen]
         self._done = threading.Event()
         self._procs: dict[int, psutil.Process] = {}
 
-    def _role(self, pid: int) -> str:
+    def _role(self, proc: psutil.Process) -> str:
+        pid = proc.pid
         if pid == os.getpid():
             return "tracker"
         if pid == self.subscriber_pid:
             return "subscriber"
-        return "capture" if pid == self.pipeline.processes.get("capture") else "other"
+        if pid == self.pipeline.processes.get("monitor"):
+            return "monitor"
+        if self.browser is not None and self.browser.owns(proc):
+            return "browser"
+        captures = {p for role, p in self.pipeline.processes.items() if role.startswith("capture-")}
+        return "capture" if pid in captures else "other"
 
     def sample(self) -> None:
         me = psutil.Process()
@@ -106,8 +205,8 @@ class _ProcessSampler(threading.Thread):
             proc = self._procs.setdefault(proc.pid, proc)  # keep one object per pid
             try:
                 times = proc.cpu_times()
-                role = self._role(proc.pid)
-                if role != "subscriber":
+                role = self._cpu[proc.pid][0] if proc.pid in self._cpu else self._role(proc)
+                if role not in ("subscriber", "browser"):
                     rss += proc.memory_info().rss
             except psutil.Error:
                 continue
@@ -154,25 +253,46 @@ def _over_time(rows: list, samples: list, t_start: float, interval_s: float) -> 
 
 
 def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: bool = True,
-              interval_s: float = 60.0) -> tuple[dict, list[float]]:
+              interval_s: float = 60.0, browser: str | None = None) -> tuple[dict, list[float]]:
     """Run the pipeline under ``cfg`` (publish endpoint and subscriber wait set here) and measure it:
     the results (``over_time`` in rows of ``interval_s``), and every frame's capture-to-subscriber
-    latency in ms."""
+    latency in ms. With ``browser`` (a program such as /usr/bin/chromium), the monitor's page is
+    open in it from the first frame to the last."""
+    page = _Browser(browser) if browser else None
     cfg["stream"]["publish"] = _free_endpoint()
     cfg["stream"]["wait_subscribers"] = 1
+    if page is not None:
+        port = _free_port()
+        cfg["monitor"].update(enabled=True, host="127.0.0.1", port=port)
+        cfg["stream"]["wait_subscribers"] = 2  # and the monitor's, which it makes once the page is open
     ctx = mp.get_context("spawn")
     conn, child = ctx.Pipe()
     sub = ctx.Process(target=_subscribe, args=(cfg["stream"]["publish"], child), daemon=True, name="facestream-bench-subscriber")
     sub.start()
     conn.poll(30) and conn.recv()
     pipeline = Pipeline(cfg, on_status=on_status)
-    sampler = _ProcessSampler(pipeline, sub.pid)
+    sampler = _ProcessSampler(pipeline, sub.pid, page)
     sampler.start()
     t_start = time.monotonic()
+    trouble = None
+
+    def stop() -> bool:
+        nonlocal trouble
+        if page is not None and trouble is None:
+            trouble = page.trouble(waiting=pipeline.status == "waiting for subscribers")
+        return should_stop() or trouble is not None
+
     try:
-        summary = pipeline.run(should_stop)
+        if page is not None:
+            page.open(f"http://127.0.0.1:{port}/", port)
+        summary = pipeline.run(stop)
     finally:
         sampler.stop()
+        if page is not None:
+            page.close()
+    if trouble is not None:
+        sub.join(_QUIET_S + 5)
+        raise BenchError(trouble)
     received = conn.recv() if conn.poll(_QUIET_S + 5) else {"rows": [], "lost": None}  # it has seen the final meta
     sub.join(5)
     rows = received["rows"]
@@ -200,6 +320,9 @@ def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: b
         "dropped": summary["dropped"],
         "subscriber": {"received": len(rows), "lost": received["lost"]},
         "cpu_percent": sampler.cpu_percent(),
+        "monitor": {"enabled": cfg["monitor"]["enabled"], "page_open": page is not None and summary["frames"] > 0,
+                    "browser": page.version if page is not None else None,
+                    "preview_fps": cfg["monitor"]["preview_fps"], "preview_width": cfg["monitor"]["preview_width"]},
         "interval_s": interval_s,
         "over_time": _over_time(rows, sampler.samples, t_start, interval_s),
         "facemap_fps": None,

@@ -281,7 +281,8 @@ def listen(endpoint, count, as_json, topic, timeout, curve_server, curve_key) ->
 @click.option("--facemap/--no-facemap", default=True, show_default=True, help="Also time Facemap itself on the same frames, where it is installed (FACEMAP_PYTHON).")
 @click.option("--soak", type=click.FloatRange(min=0, min_open=True), help="Run for this many minutes instead of --frames; the JSON's over_time shows latency and memory over time.")
 @click.option("--interval", type=click.FloatRange(min=1), default=60.0, show_default=True, help="Seconds per row of over_time (latency percentiles and memory).")
-def bench(config_path, frames, fps, loop, cameras, json_path, plot_path, facemap, soak, interval, **flags) -> None:
+@click.option("--browser", metavar="PATH", help="Also run the monitor, its page open in this browser (headless, e.g. /usr/bin/chromium) for the whole run; CPU per process then shows 'monitor' and 'browser'.")
+def bench(config_path, frames, fps, loop, cameras, json_path, plot_path, facemap, soak, interval, browser, **flags) -> None:
     """Measure the real pipeline: frames/s, capture-to-subscriber latency, stages, drops, CPU."""
 
     def body() -> None:
@@ -294,7 +295,8 @@ def bench(config_path, frames, fps, loop, cameras, json_path, plot_path, facemap
         cfg["stream"].update(curve_secret="", curve_clients="")  # its own subscriber has no keys: plain publishing
         status = _StatusLine()
         try:
-            result, latencies = run_bench(cfg, on_status=status, should_stop=_StopFlag(), facemap=facemap, interval_s=interval)
+            result, latencies = run_bench(cfg, on_status=status, should_stop=_StopFlag(), facemap=facemap, interval_s=interval,
+                                          browser=browser)
         finally:
             status.end()
         click.echo(_bench_summary(result))
@@ -323,6 +325,11 @@ def _bench_summary(r: dict) -> str:
         f"  dropped {d['total']} (camera {d['camera']}, overrun {d['overrun']}, skipped {d['skipped']}); subscriber lost {r['subscriber']['lost']}",
         f"  CPU %: {r['cpu_percent']}",
     ]
+    m = r["monitor"]
+    if m["page_open"]:
+        lines.append(f"  monitor page open in {m['browser']} (previews {m['preview_fps']:g}/s, {m['preview_width']} px wide)")
+    elif m["enabled"]:
+        lines.append("  monitor on, no page open")
     if r["facemap_fps"] is not None:
         lines.append(f"  Facemap itself: {r['facemap_fps']:.1f} frames/s on the same frames ({r['speedup_vs_facemap']}x)")
     elif r["facemap"]:

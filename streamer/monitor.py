@@ -10,10 +10,14 @@ It costs the pipeline nothing while no page is open: it then subscribes to ``met
 and takes ``frame`` and ``preview`` only while at least one page is connected (the
 publisher sends previews only while someone subscribes to them). What it forwards is
 bounded whatever the pipeline's rate: the newest preview per camera, trace samples at most
-``TRACE_HZ`` a second, pushed to each page at most ``PUSH_HZ`` times a second.
+``TRACE_HZ`` a second, pushed to each page with each new preview (at most ``PUSH_HZ`` times a
+second) or else ``IDLE_PUSH_HZ`` times a second. A page repaints on each update, and in a
+browser without a GPU every repaint costs a few ms of CPU whatever changed: so updates follow
+the video, and the page draws traces and numbers along with a video frame.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -28,14 +32,15 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
 
-import numpy as np
 import zmq
 
 from facestream.streamer import protocol
 from facestream.streamer.curve import client_options
 
-TRACE_HZ = 100.0  # trace samples forwarded per camera and second, at most
+TRACE_HZ = 30.0  # trace samples forwarded per camera and second, at most (10 s of them span the traces' width)
 PUSH_HZ = 10.0  # updates sent to each page per second, at most
+IDLE_PUSH_HZ = 4.0  # updates per second when no new preview comes (previews off, or slower than this)
+BATCH_S = 0.1  # while a page is open, messages are taken in batches this far apart (fewer wake-ups)
 NEURAL_SHOWN = 4  # neural components forwarded for the traces
 WINDOW_S = 2.0  # frames/s and latency percentiles over this many recent seconds
 KEEPALIVE_S = 1.0  # a page hears at least this often (a gone page is noticed on the write)
@@ -70,6 +75,14 @@ def _sample(frame: dict) -> list:
     return _finite(out)
 
 
+def _percentile(ordered: list, q: float) -> float:
+    """The ``q``-th percentile of sorted values, between ranks as numpy's default (and cheaper
+    than numpy on a hundred values, for each page's every update)."""
+    k = (len(ordered) - 1) * q / 100
+    i = int(k)
+    return ordered[i] + (ordered[min(i + 1, len(ordered) - 1)] - ordered[i]) * (k - i)
+
+
 @dataclass
 class _Camera:
     meta: dict | None = None
@@ -85,13 +98,12 @@ class _Camera:
         """Frames/s and latency (capture to publish, the pipeline's own clock) of recent frames."""
         if len(self.recent) < 2:
             return {"fps": None, "p50": None, "p99": None}
-        t = [r[0] for r in self.recent]
-        lat = np.fromiter((r[1] for r in self.recent), float)
-        span_s = (t[-1] - t[0]) / 1e9
+        span_s = (self.recent[-1][0] - self.recent[0][0]) / 1e9
+        lat = sorted(r[1] for r in self.recent)
         return {
-            "fps": round((len(t) - 1) / span_s, 2) if span_s > 0 else None,
-            "p50": round(float(np.percentile(lat, 50)), 2),
-            "p99": round(float(np.percentile(lat, 99)), 2),
+            "fps": round((len(lat) - 1) / span_s, 2) if span_s > 0 else None,
+            "p50": round(_percentile(lat, 50), 2),
+            "p99": round(_percentile(lat, 99), 2),
         }
 
 
@@ -111,7 +123,8 @@ class _Hub:
         self.stopping = False
 
     def _camera(self, name: str) -> _Camera:
-        return self.cameras.setdefault(name, _Camera())
+        cam = self.cameras.get(name)
+        return cam if cam is not None else self.cameras.setdefault(name, _Camera())
 
     def take(self, topic: bytes, payload: bytes) -> None:
         try:
@@ -134,7 +147,8 @@ class _Hub:
             else:
                 self._take_frame(data)
             self.version += 1
-            self.cond.notify_all()
+            if protocol.topic_kind(topic) != protocol.TOPIC_FRAME:
+                self.cond.notify_all()  # pages wait for a preview; frames alone wake nobody
 
     def _take_frame(self, data: dict) -> None:
         cam = self._camera(str(data.get("camera") or "camera"))
@@ -159,6 +173,11 @@ class _Hub:
                 cam.recent.clear()
                 cam.preview = None
                 cam.last_seq = None
+
+    def fresh_preview(self, cursor: "_Cursor") -> bool:
+        """Some camera has a preview ``cursor`` has not seen; call with ``cond`` held."""
+        return any(cam.preview is not None and cursor.preview.get(name) != cam.preview_version
+                   for name, cam in self.cameras.items())
 
     def update_for(self, cursor: "_Cursor") -> dict:
         """What changed since ``cursor`` (which is moved on); call with ``cond`` held."""
@@ -204,12 +223,29 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
         path = self.path.split("?", 1)[0]
-        if path in ("/", "/index.html"):
+        if not self._host_allowed():
+            self._send(HTTPStatus.FORBIDDEN, "text/plain; charset=utf-8",
+                       b"open the monitor at http://127.0.0.1 or http://localhost on this machine\n")
+        elif path in ("/", "/index.html"):
             self._send(HTTPStatus.OK, "text/html; charset=utf-8", _page())
         elif path == "/events":
             self._events()
         else:
             self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"not found\n")
+
+    def _host_allowed(self) -> bool:
+        """A page served on loopback answers only requests addressed to loopback: a web page
+        elsewhere that points its own name at 127.0.0.1 (DNS rebinding) gets nothing."""
+        if not ipaddress.ip_address(self.server.server_address[0]).is_loopback:
+            return True  # served to the network on purpose: any name of this machine will do
+        host = (self.headers.get("Host") or "").strip().lower()
+        name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
+        if name == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(name).is_loopback
+        except ValueError:
+            return False
 
     def _send(self, status: HTTPStatus, kind: str, body: bytes) -> None:
         self.send_response(status)
@@ -228,15 +264,21 @@ class _Handler(BaseHTTPRequestHandler):
         with hub.cond:
             hub.viewers += 1
             cursor = _Cursor(sample=hub.numbered)
+        pushed = 0.0
         try:
             while True:
                 with hub.cond:
-                    hub.cond.wait_for(lambda: hub.version != cursor.version or hub.stopping, KEEPALIVE_S)
+                    # with a new preview; else, once IDLE_PUSH_HZ allows, whatever came; else a keepalive
+                    hub.cond.wait_for(lambda: hub.stopping or hub.fresh_preview(cursor),
+                                      max(0.0, pushed + 1.0 / IDLE_PUSH_HZ - time.monotonic()))
+                    if hub.version == cursor.version:
+                        hub.cond.wait_for(lambda: hub.stopping or hub.version != cursor.version, KEEPALIVE_S)
                     if hub.stopping:
                         return
                     update = hub.update_for(cursor)
                 self.wfile.write(b"data: " + json.dumps(update, separators=(",", ":")).encode() + b"\n\n")
                 self.wfile.flush()
+                pushed = time.monotonic()
                 time.sleep(1.0 / PUSH_HZ)
         except OSError:
             pass  # the page was closed
@@ -304,6 +346,8 @@ class Monitor:
                     except ValueError:  # not two parts: not protocol v1
                         continue
                     self.hub.take(topic, payload)
+                if watching:
+                    time.sleep(BATCH_S)
         self._sock.close(0)
 
     def close(self) -> None:

@@ -172,8 +172,6 @@ class Pipeline:
             for i, stream in enumerate(self.streams):
                 shape = stream.wait_opened()
                 self.processes[f"capture-{stream.name}"] = stream.proc.pid
-                if i == 0:
-                    self.processes["capture"] = stream.proc.pid
                 self._check_bbox(shape)
                 self.tracker.infer(np.zeros(shape, np.uint8))  # warm up: the first inference is slow
                 stream.open_ring(shape, cfg["buffer"]["slots"], ctx, self.video_paths[i] if self.video_paths else None,
@@ -390,7 +388,7 @@ class Pipeline:
                 "q_over_r": self.streams[0].forecasts[0].q},
             "hook": None if self.hook is None else self.hook.describe(),
             "monitor": None if self.monitor is None else {"url": self.monitor.url, "error": self.monitor_error},
-            "processes": {role: pid for role, pid in self.processes.items() if role != "capture"},
+            "processes": dict(self.processes),
             "recording": None if not self.recordings and not self.video_paths else {
                 **({} if not self.recordings else {
                     "path": str(self.recordings[0].path), "paths": [str(r.path) for r in self.recordings],

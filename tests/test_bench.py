@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 CLI = [sys.executable, "-m", "facestream.streamer.cli"]
+CHROMIUM = "/usr/bin/chromium"
 FACEMAP_PYTHON = Path(os.environ.get("FACEMAP_PYTHON", Path(__file__).parents[1] / ".facemap-venv" / "bin" / "python"))
 
 
@@ -33,6 +35,7 @@ def test_every_frame_reaches_the_subscriber_and_is_timed(tmp_path):
     assert all(0 <= s["mean"] <= s["p99"] + 1e-3 for s in result["stages"].values())
     assert result["dropped"]["total"] == result["dropped"]["camera"] + result["dropped"]["overrun"] + result["dropped"]["skipped"]
     assert set(result["cpu_percent"]) >= {"tracker", "capture", "subscriber"}
+    assert not result["monitor"]["enabled"] and not result["monitor"]["page_open"] and "browser" not in result["cpu_percent"]
     assert sum(m["frames"] for m in result["over_time"]) == 30 and result["interval_s"] == 60
     assert result["facemap_fps"] is None and result["engine"] == "onnx-int8"
     assert result["engine_reason"].startswith("auto:")
@@ -60,12 +63,40 @@ def test_short_soak_keeps_memory_flat_and_every_frame(tmp_path):
     """The hour-long soak of docs/reliability.md in a short form: a minute in 10 s rows; every
     frame processed and received, frames in every row, and memory after the first row grows by
     less than 20 MB (the hour in docs/ is the finer test of memory)."""
-    result, _ = bench(tmp_path, "--soak", "1", "--interval", "10", "--fps", "30", "--loop", "30", "--policy", "every",
+    result, _ = bench(tmp_path, "--soak", "1", "--interval", "10", "--fps", "15", "--loop", "30", "--policy", "every",
                       "--no-facemap")
     rows = result["over_time"]
     assert result["interval_s"] == 10 and len(rows) >= 6
     assert result["subscriber"]["lost"] == 0 and result["subscriber"]["received"] == result["frames"]
-    assert result["dropped"]["overrun"] == 0 and result["frames"] >= 30 * 55
+    assert result["dropped"]["overrun"] == 0 and result["frames"] >= 15 * 55
     assert all(r["frames"] > 0 for r in rows[:6])  # frames flowed in every interval: nothing stalled
     memory = [r["memory_mb"] for r in rows[1:6]]
     assert max(memory) - memory[0] < 20, memory
+
+
+def test_browser_shows_the_monitor_page_for_the_whole_run(tmp_path):
+    """--browser: the run has its monitor, its page open in a headless browser from the first
+    frame to the last; their CPU is reported apart, and the browser and its profile are gone after."""
+    if not os.path.exists(CHROMIUM):
+        why = f"needs Debian's chromium at {CHROMIUM} (.ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    result, summary = bench(tmp_path, "--frames", "100", "--fps", "30", "--loop", "10", "--no-facemap",
+                            "--browser", CHROMIUM, env={"TMPDIR": str(tmp_path)})
+    m = result["monitor"]
+    assert m["enabled"] and m["page_open"] and m["browser"].startswith("Chromium") and result["frames"] == 100
+    assert result["cpu_percent"]["browser"] > 0 and result["cpu_percent"]["monitor"] > 0
+    assert "monitor page open in Chromium" in summary
+    assert not list(tmp_path.glob("facestream-bench-browser-*"))
+    left = [p for p in psutil.process_iter(["cmdline"]) if any(str(tmp_path) in a for a in p.info["cmdline"] or [])]
+    assert not left, left
+
+
+def test_a_browser_that_is_not_there_is_one_line_and_non_zero(tmp_path):
+    missing = tmp_path / "no-such-browser"
+    r = subprocess.run([*CLI, "bench", "--frames", "5", "--no-facemap", "--browser", str(missing)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("facestream: error:") and str(missing) in lines[0], r.stderr

@@ -21,27 +21,12 @@ from facestream.streamer.client import Subscriber
 from facestream.streamer.preview import Previews
 from facestream.streamer.publisher import Publisher
 
+from helpers import free_port, until
+
 CLI = [sys.executable, "-m", "facestream.streamer.cli"]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _until(condition, timeout: float = 30.0, what: str = "condition"):
-    """Poll until ``condition()`` is truthy; its value. Only a deadline, never a speed check."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _page_up(port: int) -> bool:
@@ -95,15 +80,15 @@ def test_publisher_counts_subscriptions_per_topic_and_sees_them_leave(endpoint):
             for t in topics:
                 s.setsockopt(zmq.SUBSCRIBE, t)
             socks[name] = s
-        _until(lambda: pub.subscribers(protocol.TOPIC_META) == 2 and pub.subscribers(protocol.TOPIC_PREVIEW) == 2,
+        until(lambda: pub.subscribers(protocol.TOPIC_META) == 2 and pub.subscribers(protocol.TOPIC_PREVIEW) == 2,
                what="the three subscribers")
         assert pub.subscribers(protocol.TOPIC_PREVIEW, named=True) == 1
         assert pub.subscribers(protocol.TOPIC_PREVIEW) == 2  # the subscriber to everything receives it too
         assert pub.frame_subscriptions == 2 and pub.subscribers(protocol.TOPIC_META) == 2
         socks.pop("preview").close()
-        _until(lambda: pub.subscribers(protocol.TOPIC_PREVIEW, named=True) == 0, what="the preview subscriber to leave")
+        until(lambda: pub.subscribers(protocol.TOPIC_PREVIEW, named=True) == 0, what="the preview subscriber to leave")
         socks.pop("frame").close()
-        _until(lambda: pub.frame_subscriptions == 1, what="the frame subscriber to leave")
+        until(lambda: pub.frame_subscriptions == 1, what="the frame subscriber to leave")
     finally:
         for s in socks.values():
             s.close()
@@ -191,12 +176,18 @@ def _fake_frame(camera: str, frame_id: int, shape=(240, 320)) -> tuple[np.ndarra
     return pixels, keypoints
 
 
-class _FakeRig(threading.Thread):
-    """Publishes two cameras' meta, frames and previews as a multi-camera pipeline would."""
+PAW = BODYPARTS.index("paw")
 
-    def __init__(self, endpoint: str):
+
+class _FakeRig(threading.Thread):
+    """Publishes two cameras' meta, frames and previews as a multi-camera pipeline would.
+    ``hidden_paw``: every other frame the paw is hidden (likelihood 0.5) and the tracker's guess
+    for it 285 px off, as Facemap's is for a paw out of view."""
+
+    def __init__(self, endpoint: str, hidden_paw: bool = False):
         super().__init__(daemon=True)
         self.endpoint = endpoint
+        self.hidden_paw = hidden_paw
         self.stop = threading.Event()
         self.ready = threading.Event()
 
@@ -219,6 +210,9 @@ class _FakeRig(threading.Thread):
                                       "dropped": {"total": 3, "camera": 0, "overrun": 0, "skipped": 3}},
                         })
                     pixels, keypoints = _fake_frame(camera, frame_id)
+                    if self.hidden_paw and frame_id % 2:
+                        x, y, _ = keypoints[PAW]
+                        keypoints[PAW] = [x + 285, y - 285, 0.5]
                     t = time.monotonic_ns()
                     pub.publish_frame({"frame_id": frame_id, "t_capture_ns": t - 4_000_000, "t_camera_ns": None,
                                        "camera": camera, "keypoints": keypoints,
@@ -235,7 +229,7 @@ class _FakeRig(threading.Thread):
 def _monitor(endpoint: str, port: int) -> subprocess.Popen:
     proc = subprocess.Popen([*CLI, "monitor", endpoint, "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _until(lambda: _page_up(port) or proc.poll() is not None, what="the monitor page")
+    until(lambda: _page_up(port) or proc.poll() is not None, what="the monitor page")
     assert proc.poll() is None, proc.communicate()[1]
     return proc
 
@@ -258,17 +252,17 @@ def _next_update(response) -> dict:
 
 def test_monitor_takes_frames_only_while_a_page_is_open(endpoint):
     """With no page open the pipeline spends nothing on the monitor beyond `meta`."""
-    port = _free_port()
+    port = free_port()
     pub = Publisher(endpoint)
     proc = _monitor(endpoint, port)
     try:
-        _until(lambda: pub.subscribers(protocol.TOPIC_META) == 1, what="the monitor's meta subscription")
+        until(lambda: pub.subscribers(protocol.TOPIC_META) == 1, what="the monitor's meta subscription")
         assert pub.frame_subscriptions == 0 and pub.subscribers(protocol.TOPIC_PREVIEW, named=True) == 0
         events = _events(port)
-        _until(lambda: pub.frame_subscriptions == 1 and pub.subscribers(protocol.TOPIC_PREVIEW, named=True) == 1,
+        until(lambda: pub.frame_subscriptions == 1 and pub.subscribers(protocol.TOPIC_PREVIEW, named=True) == 1,
                what="frame and preview subscriptions once a page is open")
         events.close()
-        _until(lambda: pub.frame_subscriptions == 0 and pub.subscribers(protocol.TOPIC_PREVIEW, named=True) == 0,
+        until(lambda: pub.frame_subscriptions == 0 and pub.subscribers(protocol.TOPIC_PREVIEW, named=True) == 0,
                what="the monitor to unsubscribe after the page left")
         assert pub.subscribers(protocol.TOPIC_META) == 1
     finally:
@@ -278,7 +272,7 @@ def test_monitor_takes_frames_only_while_a_page_is_open(endpoint):
 
 
 def test_monitor_forwards_each_cameras_frames_previews_and_meta(endpoint):
-    port = _free_port()
+    port = free_port()
     rig = _FakeRig(endpoint)
     rig.start()
     rig.ready.wait(10)
@@ -295,7 +289,7 @@ def test_monitor_forwards_each_cameras_frames_previews_and_meta(endpoint):
             return set(seen) == {"left", "right"} and all(
                 "meta" in c and "preview" in c and c["samples"] >= 5 for c in seen.values())
 
-        _until(all_arrived, what="both cameras' frames, previews and meta")
+        until(all_arrived, what="both cameras' frames, previews and meta")
         events.close()
     finally:
         rig.stop.set()
@@ -314,7 +308,7 @@ def test_monitor_forwards_each_cameras_frames_previews_and_meta(endpoint):
     (["tcp://127.0.0.1:5555", "--host", "203.0.113.1"], ["cannot serve", "203.0.113.1"]),
 ])
 def test_monitor_bad_input_is_one_line_and_non_zero(args, words):
-    r = subprocess.run([*CLI, "monitor", *args, "--port", str(_free_port())], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([*CLI, "monitor", *args, "--port", str(free_port())], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("facestream: error:") and all(w in lines[0] for w in words), r.stderr
@@ -351,12 +345,12 @@ def _video(page, camera: str) -> tuple[dict, str]:
 
 
 def test_page_shows_the_live_video_and_its_keypoints(endpoint, chromium, tmp_path):
-    port = _free_port()
+    port = free_port()
     with Subscriber(endpoint, topics=("frame",)) as sub:
         run = subprocess.Popen([*CLI, "run", "--publish", endpoint, "--fps", "25", "--quiet", "--monitor-port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            _until(lambda: _page_up(port) or run.poll() is not None, 90, "the monitor of `run --monitor-port`")
+            until(lambda: _page_up(port) or run.poll() is not None, 90, "the monitor of `run --monitor-port`")
             assert run.poll() is None, run.communicate()[1]
             page = chromium.new_page(viewport={"width": 1400, "height": 900})
             errors = []
@@ -390,7 +384,7 @@ def test_page_shows_the_live_video_and_its_keypoints(endpoint, chromium, tmp_pat
 
 
 def test_page_lays_out_one_panel_per_camera_side_by_side(endpoint, chromium, tmp_path):
-    port = _free_port()
+    port = free_port()
     rig = _FakeRig(endpoint)
     rig.start()
     rig.ready.wait(10)
@@ -408,3 +402,26 @@ def test_page_lays_out_one_panel_per_camera_side_by_side(endpoint, chromium, tmp
         _stop(proc)
     assert boxes["left"]["y"] == boxes["right"]["y"] and boxes["left"]["x"] + boxes["left"]["width"] <= boxes["right"]["x"]
     assert rec == {"left": "● REC", "right": "off"}
+
+
+def test_page_traces_leave_hidden_keypoints_out_of_their_scale(endpoint, chromium):
+    """A hidden keypoint's guessed positions (likelihood below 0.6) are a gap in its trace and
+    do not stretch its row: the paw's row keeps the scale of where the paw was seen."""
+    port = free_port()
+    rig = _FakeRig(endpoint, hidden_paw=True)
+    rig.start()
+    rig.ready.wait(10)
+    proc = _monitor(endpoint, port)
+    try:
+        page = chromium.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("""() => { const c = window.facestreamMonitor.cameras.get('left');
+            return c && c.samples.length > 30 && c.ranges.paw; }""", timeout=60_000)
+        paw, nose = page.evaluate("""() => { const r = window.facestreamMonitor.cameras.get('left').ranges;
+            return [r.paw, r['nose(tip)']]; }""")
+    finally:
+        rig.stop.set()
+        _stop(proc)
+    # seen, the paw moves with the disc: at most 128 px across, so within ±100 px of its mean
+    assert 10 < paw[1] < 100, paw
+    assert paw == [-paw[1], paw[1]] and nose[1] > 10  # rows are centred; the others still move

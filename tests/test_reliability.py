@@ -357,6 +357,13 @@ def test_every_socket_listens_on_loopback_only_by_default(endpoint, tmp_path):
                 urllib.request.urlopen(urllib.request.Request(url + address, data=b"x" if method != "GET" else None,
                                                               method=method), timeout=10)
             assert refused.value.code == code, (method, address)
+        # a page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) gets nothing
+        port = url.rsplit(":", 1)[1].strip("/")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(url + "events", headers={"Host": f"rebind.example:{port}"}), timeout=10)
+        assert refused.value.code == 403
+        page = urllib.request.urlopen(urllib.request.Request(url, headers={"Host": f"localhost:{port}"}), timeout=10)
+        assert page.status == 200 and b"facestream monitor" in page.read()
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
