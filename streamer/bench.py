@@ -16,6 +16,7 @@ monitor's page, headless, for the whole run: what watching a run on its own mach
 """
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -24,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,7 @@ _QUIET_S = 5.0
 _START_S = 300.0
 _SAMPLE_S = 1.0
 _PAGE_S = 120.0  # the browser has this long to open the monitor's page
+SETTLE_S = 3.0  # seconds after the page opens or closes before a window is measured
 # a desktop-sized window, so the page lays out as people see it; no GPU, as on a rig's PC
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -60,7 +63,7 @@ def _free_endpoint() -> str:
 
 
 class _Browser:
-    """A headless browser on the monitor's page, a child of this process for the whole run."""
+    """A headless browser program, started on a page and ended again, each time with a fresh profile."""
 
     def __init__(self, path: str) -> None:
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
@@ -72,66 +75,200 @@ class _Browser:
         self.path = path
         self.version = (out.stdout.strip().splitlines() or [None])[0]
         self.proc: subprocess.Popen | None = None
-        self.started = 0.0
+        self._profile: tempfile.TemporaryDirectory | None = None
+
+    def open(self, url: str) -> None:
         self._profile = tempfile.TemporaryDirectory(prefix="facestream-bench-browser-")
-        self._closing = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def open(self, url: str, port: int) -> None:
-        """Start the browser on ``url`` once something listens on ``port`` (the monitor starts
-        inside the pipeline's run)."""
-        self._thread = threading.Thread(target=self._start, args=(url, port), daemon=True, name="bench-browser")
-        self._thread.start()
-
-    def _start(self, url: str, port: int) -> None:
-        while not self._closing.is_set():
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                self._closing.wait(0.1)
-        else:
-            return
-        self.started = time.monotonic()
         self.proc = subprocess.Popen([self.path, *BROWSER_ARGS, f"--user-data-dir={self._profile.name}", url],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def owns(self, proc: psutil.Process) -> bool:
         """``proc`` is the browser or one of its processes."""
-        return self.proc is not None and (proc.pid == self.proc.pid or any(p.pid == self.proc.pid for p in proc.parents()))
+        browser = self.proc
+        return browser is not None and (proc.pid == browser.pid or any(p.pid == browser.pid for p in proc.parents()))
 
-    def trouble(self, waiting: bool) -> str | None:
-        """Why the run cannot go on with the page open, if it cannot."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is not None:
-            return f"the browser {self.path} ended during the run (exit code {self.proc.returncode})"
-        if waiting and time.monotonic() - self.started > _PAGE_S:
-            return f"the browser {self.path} did not open the monitor's page within {_PAGE_S:.0f} s"
+    def ended(self) -> str | None:
+        """Why the browser is no longer running, if it started and then stopped by itself."""
+        browser = self.proc
+        if browser is not None and browser.poll() is not None:
+            return f"the browser {self.path} ended during the run (exit code {browser.returncode})"
         return None
+
+    def cpu_seconds(self) -> dict[int, float]:
+        """CPU seconds so far of each of the browser's processes."""
+        try:
+            family = [psutil.Process(self.proc.pid)]
+            family += family[0].children(recursive=True)
+        except (psutil.Error, AttributeError):
+            return {}
+        used = {}
+        for proc in family:
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue
+            used[proc.pid] = t.user + t.system
+        return used
 
     def close(self) -> None:
         """End the browser (and any process of it left behind) and remove its profile."""
-        self._closing.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        if self.proc is not None and self.proc.poll() is None:
+        browser, self.proc = self.proc, None
+        if browser is not None and browser.poll() is None:
             try:
-                family = psutil.Process(self.proc.pid).children(recursive=True)
+                family = psutil.Process(browser.pid).children(recursive=True)
             except psutil.Error:
                 family = []
-            self.proc.terminate()
+            browser.terminate()
             try:
-                self.proc.wait(15)
+                browser.wait(15)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+                browser.kill()
+                browser.wait(5)
             for child in family:
                 try:
                     child.kill()
                 except psutil.Error:
                     pass  # it ended with the browser
-        self._profile.cleanup()
+        if self._profile is not None:
+            self._profile.cleanup()
+            self._profile = None
+
+
+@dataclass
+class Window:
+    """A span of the run measured with the page open or closed (monotonic seconds)."""
+
+    page_open: bool
+    t0: float
+    t1: float
+    browser_cpu_s: float | None = None
+
+
+class _Page(threading.Thread):
+    """Drives the browser on the monitor's page once the monitor listens: open for the whole
+    run, or (``alternate_s``) closed and open in turn, each state measured for ``alternate_s``
+    after ``SETTLE_S`` (a browser's start-up burst, the monitor's subscriptions coming and going)."""
+
+    def __init__(self, browser: _Browser, port: int, pipeline: Pipeline, alternate_s: float | None) -> None:
+        super().__init__(daemon=True, name="bench-page")
+        self.browser, self.port, self.pipeline, self.alternate_s = browser, port, pipeline, alternate_s
+        self.url = f"http://127.0.0.1:{port}/"
+        self.windows: list[Window] = []
+        self.opened_at: float | None = None  # when the browser was last started, until the page shows
+        self._closing = threading.Event()
+
+    def run(self) -> None:
+        while not self._closing.is_set():
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                self._closing.wait(0.1)
+        if self.alternate_s is None:
+            if not self._closing.is_set():
+                self.opened_at = time.monotonic()  # the run waits for the page's subscription
+                self.browser.open(self.url)
+            return
+        while self.pipeline.status != "running":  # frames flow: what the windows measure
+            if self._closing.wait(0.05):
+                return
+        while self._window(page_open=False):
+            self.opened_at = time.monotonic()
+            self.browser.open(self.url)
+            while self._newest_preview() < self.opened_at:  # previews flow: the page is open
+                if self._closing.wait(0.05):
+                    return
+            self.opened_at = None
+            if not self._window(page_open=True):
+                return
+            self.browser.close()
+
+    def _newest_preview(self) -> float:
+        return max((s.previews.last_sent for s in self.pipeline.streams), default=0.0)
+
+    def _window(self, page_open: bool) -> bool:
+        """Settle, then measure one window; False if the run ends first (the window is dropped)."""
+        if self._closing.wait(SETTLE_S):
+            return False
+        before = self.browser.cpu_seconds()
+        t0 = time.monotonic()
+        if self._closing.wait(self.alternate_s):
+            return False
+        t1 = time.monotonic()
+        after = self.browser.cpu_seconds()
+        cpu = sum(s - before.get(pid, 0.0) for pid, s in after.items()) if page_open else None
+        self.windows.append(Window(page_open, t0, t1, cpu))
+        return True
+
+    def trouble(self, waiting: bool) -> str | None:
+        """Why the run cannot go on as asked, if it cannot."""
+        ended = self.browser.ended()
+        if ended:
+            return ended
+        opened = self.opened_at
+        if opened is not None and time.monotonic() - opened > _PAGE_S and (waiting or self.alternate_s is not None):
+            return f"the browser {self.browser.path} did not open the monitor's page within {_PAGE_S:.0f} s"
+        return None
+
+    def close(self) -> None:
+        self._closing.set()
+        self.join(5)
+        self.browser.close()
+
+
+def _median_ci95(values: list[float]) -> tuple[float, float] | None:
+    """A distribution-free 95 % interval for the median: order statistics k and n-k+1, where a
+    binomial(n, 1/2) falls below k with probability at most 2.5 % (None below 6 values)."""
+    n = len(values)
+    below, k = 0.0, 0
+    while below + math.comb(n, k) / 2**n <= 0.025:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    if k == 0:
+        return None
+    a = sorted(values)
+    return a[k - 1], a[n - k]
+
+
+def _page_cost(windows: list[Window], rows: list) -> dict:
+    """frames/s and latency per window, and each open window's change against the closed windows
+    either side of it (which cancels a machine's slow drift in speed)."""
+    t = np.array([r[3] for r in rows], dtype=np.float64) / 1e9
+    latency = np.array([r[1] for r in rows], dtype=np.float64)
+    blocks = []
+    for w in windows:
+        inside = (t >= w.t0) & (t < w.t1)
+        seconds = w.t1 - w.t0
+        blocks.append({"page_open": w.page_open, "t_s": round(w.t0, 3), "seconds": round(seconds, 3),
+                       "frames": int(inside.sum()), "fps": round(float(inside.sum()) / seconds, 2),
+                       "latency_ms": percentiles(latency[inside]),
+                       "browser_cpu_percent": None if w.browser_cpu_s is None else round(100 * w.browser_cpu_s / seconds, 1)})
+    changes = []
+    for i, b in enumerate(blocks):
+        around = [blocks[j]["fps"] for j in (i - 1, i + 1) if 0 <= j < len(blocks) and not blocks[j]["page_open"]]
+        if b["page_open"] and around and min(around) > 0:
+            changes.append(round(100 * (b["fps"] / np.mean(around) - 1), 2))
+    start = blocks[0]["t_s"] if blocks else 0.0
+    for b in blocks:
+        b["t_s"] = round(b["t_s"] - start, 3)
+
+    def median(page_open: bool, get) -> float | None:
+        values = [v for b in blocks if b["page_open"] == page_open and (v := get(b)) is not None]
+        return round(float(np.median(values)), 2) if values else None
+
+    ci = _median_ci95(changes)
+    return {
+        "pairs": len(changes),
+        "change_pct": None if not changes else round(float(np.median(changes)), 2),
+        "change_pct_ci95": None if ci is None else list(ci),
+        "changes_pct": changes,
+        "fps_closed": median(False, lambda b: b["fps"]),
+        "fps_open": median(True, lambda b: b["fps"]),
+        "p99_ms_closed": median(False, lambda b: b["latency_ms"]["p99"]),
+        "p99_ms_open": median(True, lambda b: b["latency_ms"]["p99"]),
+        "browser_cpu_percent": median(True, lambda b: b["browser_cpu_percent"]),
+        "blocks": blocks,
+    }
 
 
 def _subscribe(endpoint: str, conn) -> None:
@@ -253,25 +390,29 @@ def _over_time(rows: list, samples: list, t_start: float, interval_s: float) -> 
 
 
 def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: bool = True,
-              interval_s: float = 60.0, browser: str | None = None) -> tuple[dict, list[float]]:
+              interval_s: float = 60.0, browser: str | None = None,
+              alternate_s: float | None = None) -> tuple[dict, list[float]]:
     """Run the pipeline under ``cfg`` (publish endpoint and subscriber wait set here) and measure it:
     the results (``over_time`` in rows of ``interval_s``), and every frame's capture-to-subscriber
     latency in ms. With ``browser`` (a program such as /usr/bin/chromium), the monitor's page is
-    open in it from the first frame to the last."""
-    page = _Browser(browser) if browser else None
+    open in it from the first frame to the last; with ``alternate_s`` as well, closed and open in
+    turn, and the JSON's ``monitor.page_cost`` compares frames/s in the two."""
+    program = _Browser(browser) if browser else None
     cfg["stream"]["publish"] = _free_endpoint()
     cfg["stream"]["wait_subscribers"] = 1
-    if page is not None:
+    if program is not None:
         port = _free_port()
         cfg["monitor"].update(enabled=True, host="127.0.0.1", port=port)
-        cfg["stream"]["wait_subscribers"] = 2  # and the monitor's, which it makes once the page is open
+        if alternate_s is None:
+            cfg["stream"]["wait_subscribers"] = 2  # and the monitor's, which it makes once the page is open
     ctx = mp.get_context("spawn")
     conn, child = ctx.Pipe()
     sub = ctx.Process(target=_subscribe, args=(cfg["stream"]["publish"], child), daemon=True, name="facestream-bench-subscriber")
     sub.start()
     conn.poll(30) and conn.recv()
     pipeline = Pipeline(cfg, on_status=on_status)
-    sampler = _ProcessSampler(pipeline, sub.pid, page)
+    page = None if program is None else _Page(program, port, pipeline, alternate_s)
+    sampler = _ProcessSampler(pipeline, sub.pid, program)
     sampler.start()
     t_start = time.monotonic()
     trouble = None
@@ -284,7 +425,7 @@ def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: b
 
     try:
         if page is not None:
-            page.open(f"http://127.0.0.1:{port}/", port)
+            page.start()
         summary = pipeline.run(stop)
     finally:
         sampler.stop()
@@ -320,9 +461,12 @@ def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: b
         "dropped": summary["dropped"],
         "subscriber": {"received": len(rows), "lost": received["lost"]},
         "cpu_percent": sampler.cpu_percent(),
-        "monitor": {"enabled": cfg["monitor"]["enabled"], "page_open": page is not None and summary["frames"] > 0,
-                    "browser": page.version if page is not None else None,
-                    "preview_fps": cfg["monitor"]["preview_fps"], "preview_width": cfg["monitor"]["preview_width"]},
+        "monitor": {"enabled": cfg["monitor"]["enabled"],
+                    "page_open": program is not None and summary["frames"] > 0,
+                    "browser": program.version if program is not None else None,
+                    "preview_fps": cfg["monitor"]["preview_fps"], "preview_width": cfg["monitor"]["preview_width"],
+                    "alternate_s": alternate_s,
+                    "page_cost": _page_cost(page.windows, rows) if alternate_s else None},
         "interval_s": interval_s,
         "over_time": _over_time(rows, sampler.samples, t_start, interval_s),
         "facemap_fps": None,

@@ -282,12 +282,15 @@ def listen(endpoint, count, as_json, topic, timeout, curve_server, curve_key) ->
 @click.option("--soak", type=click.FloatRange(min=0, min_open=True), help="Run for this many minutes instead of --frames; the JSON's over_time shows latency and memory over time.")
 @click.option("--interval", type=click.FloatRange(min=1), default=60.0, show_default=True, help="Seconds per row of over_time (latency percentiles and memory).")
 @click.option("--browser", metavar="PATH", help="Also run the monitor, its page open in this browser (headless, e.g. /usr/bin/chromium) for the whole run; CPU per process then shows 'monitor' and 'browser'.")
-def bench(config_path, frames, fps, loop, cameras, json_path, plot_path, facemap, soak, interval, browser, **flags) -> None:
+@click.option("--alternate", type=click.FloatRange(min=1), metavar="SECONDS", help="With --browser: close and open the page in turn, measuring SECONDS in each state, and compare frames/s with and without it (the JSON's monitor.page_cost).")
+def bench(config_path, frames, fps, loop, cameras, json_path, plot_path, facemap, soak, interval, browser, alternate, **flags) -> None:
     """Measure the real pipeline: frames/s, capture-to-subscriber latency, stages, drops, CPU."""
 
     def body() -> None:
         from facestream.streamer.bench import plot_latency, run_bench
 
+        if alternate and not browser:
+            _fail("--alternate needs --browser: the page to open and close")
         run = {"frames": 0, "duration": soak * 60} if soak else {"frames": frames}
         cfg = load_config(config_path, _overrides(fps=fps, **flags) | {"run": run})
         cfg["camera"].update(spec=["synthetic"] * cameras, names=[], loop=loop)
@@ -296,7 +299,7 @@ def bench(config_path, frames, fps, loop, cameras, json_path, plot_path, facemap
         status = _StatusLine()
         try:
             result, latencies = run_bench(cfg, on_status=status, should_stop=_StopFlag(), facemap=facemap, interval_s=interval,
-                                          browser=browser)
+                                          browser=browser, alternate_s=alternate)
         finally:
             status.end()
         click.echo(_bench_summary(result))
@@ -326,7 +329,13 @@ def _bench_summary(r: dict) -> str:
         f"  CPU %: {r['cpu_percent']}",
     ]
     m = r["monitor"]
-    if m["page_open"]:
+    if m["page_cost"] is not None:
+        c = m["page_cost"]
+        ci = "" if c["change_pct_ci95"] is None else f" (95 % interval {c['change_pct_ci95'][0]:+.1f} to {c['change_pct_ci95'][1]:+.1f} %)"
+        change = "-" if c["change_pct"] is None else f"{c['change_pct']:+.1f} %{ci}"
+        lines.append(f"  monitor page in {m['browser']}, closed and open in turn ({c['pairs']} open windows of {m['alternate_s']:g} s): "
+                     f"frames/s {c['fps_closed']} closed, {c['fps_open']} open, change {change}; browser CPU {c['browser_cpu_percent']} %")
+    elif m["page_open"]:
         lines.append(f"  monitor page open in {m['browser']} (previews {m['preview_fps']:g}/s, {m['preview_width']} px wide)")
     elif m["enabled"]:
         lines.append("  monitor on, no page open")

@@ -74,23 +74,70 @@ def test_short_soak_keeps_memory_flat_and_every_frame(tmp_path):
     assert max(memory) - memory[0] < 20, memory
 
 
-def test_browser_shows_the_monitor_page_for_the_whole_run(tmp_path):
-    """--browser: the run has its monitor, its page open in a headless browser from the first
-    frame to the last; their CPU is reported apart, and the browser and its profile are gone after."""
+def need_chromium() -> None:
     if not os.path.exists(CHROMIUM):
         why = f"needs Debian's chromium at {CHROMIUM} (.ci/run installs it)"
         if os.environ.get("CI"):
             pytest.fail(why)
         pytest.skip(why)
+
+
+def assert_browser_gone(tmp_path) -> None:
+    assert not list(tmp_path.glob("facestream-bench-browser-*"))
+    left = [p for p in psutil.process_iter(["cmdline"]) if any(str(tmp_path) in a for a in p.info["cmdline"] or [])]
+    assert not left, left
+
+
+def test_browser_shows_the_monitor_page_for_the_whole_run(tmp_path):
+    """--browser: the run has its monitor, its page open in a headless browser from the first
+    frame to the last; their CPU is reported apart, and the browser and its profile are gone after."""
+    need_chromium()
     result, summary = bench(tmp_path, "--frames", "100", "--fps", "30", "--loop", "10", "--no-facemap",
                             "--browser", CHROMIUM, env={"TMPDIR": str(tmp_path)})
     m = result["monitor"]
     assert m["enabled"] and m["page_open"] and m["browser"].startswith("Chromium") and result["frames"] == 100
     assert result["cpu_percent"]["browser"] > 0 and result["cpu_percent"]["monitor"] > 0
-    assert "monitor page open in Chromium" in summary
-    assert not list(tmp_path.glob("facestream-bench-browser-*"))
-    left = [p for p in psutil.process_iter(["cmdline"]) if any(str(tmp_path) in a for a in p.info["cmdline"] or [])]
-    assert not left, left
+    assert "monitor page open in Chromium" in summary and m["page_cost"] is None
+    assert_browser_gone(tmp_path)
+
+
+def test_alternate_measures_windows_with_the_page_closed_and_open_in_turn(tmp_path):
+    """--alternate: windows of the asked length, closed first and then open and closed in turn,
+    each with its frames/s and latency; the browser's CPU in the open ones only; each open
+    window's change is against the closed windows either side."""
+    need_chromium()
+    result, summary = bench(tmp_path, "--soak", "0.6", "--fps", "30", "--loop", "10", "--no-facemap",
+                            "--browser", CHROMIUM, "--alternate", "3", env={"TMPDIR": str(tmp_path)})
+    m = result["monitor"]
+    cost = m["page_cost"]
+    blocks = cost["blocks"]
+    assert m["alternate_s"] == 3 and len(blocks) >= 3, blocks
+    assert [b["page_open"] for b in blocks] == [i % 2 == 1 for i in range(len(blocks))]
+    assert all(2.9 < b["seconds"] < 3.5 and b["frames"] > 0 for b in blocks), blocks
+    starts = [b["t_s"] for b in blocks]
+    assert starts[0] == 0 and all(later - earlier >= 3 + 3 for earlier, later in zip(starts, starts[1:]))  # settled between
+    assert all((b["browser_cpu_percent"] or 0) > 0 for b in blocks if b["page_open"])
+    assert all(b["browser_cpu_percent"] is None for b in blocks if not b["page_open"])
+    for i, change in zip(range(1, len(blocks), 2), cost["changes_pct"]):
+        around = [blocks[j]["fps"] for j in (i - 1, i + 1) if j < len(blocks)]
+        assert change == pytest.approx(100 * (blocks[i]["fps"] * len(around) / sum(around) - 1), abs=0.01)
+    assert cost["pairs"] == len(blocks) // 2 and cost["change_pct"] is not None
+    assert "closed and open in turn" in summary
+    assert_browser_gone(tmp_path)
+
+
+def test_alternate_without_a_browser_is_refused(tmp_path):
+    r = subprocess.run([*CLI, "bench", "--frames", "5", "--no-facemap", "--alternate", "5"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.strip() == "facestream: error: --alternate needs --browser: the page to open and close"
+
+
+def test_median_interval_is_the_order_statistics_a_fair_coin_allows():
+    from facestream.streamer.bench import _median_ci95
+
+    assert _median_ci95([5.0, 1.0, 4.0, 2.0, 3.0]) is None  # 2 x (1/2)^5 > 5 %: five values cannot give 95 %
+    assert _median_ci95([6.0, 1.0, 5.0, 2.0, 4.0, 3.0]) == (1.0, 6.0)  # 2 x (1/2)^6 < 5 %
+    assert _median_ci95([float(v) for v in range(10, 0, -1)]) == (2.0, 9.0)  # P(B(10) <= 1) = 1.1 %, <= 2: 5.5 %
 
 
 def test_a_browser_that_is_not_there_is_one_line_and_non_zero(tmp_path):
