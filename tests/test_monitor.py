@@ -344,7 +344,9 @@ def _video(page, camera: str) -> tuple[dict, str]:
         return [window.facestreamMonitor.cameras.get(name).drawn, c.width + 'x' + c.height + ':' + h]; }""", camera)
 
 
-def test_page_shows_the_live_video_and_its_keypoints(endpoint, chromium, tmp_path):
+@pytest.mark.parametrize("decoder", ["ImageDecoder", "createImageBitmap"])
+def test_page_shows_the_live_video_and_its_keypoints(endpoint, chromium, tmp_path, decoder):
+    """The same with the browser's ImageDecoder and, for browsers without one, through a Blob."""
     port = free_port()
     with Subscriber(endpoint, topics=("frame",)) as sub:
         run = subprocess.Popen([*CLI, "run", "--publish", endpoint, "--fps", "25", "--quiet", "--monitor-port", str(port)],
@@ -355,7 +357,10 @@ def test_page_shows_the_live_video_and_its_keypoints(endpoint, chromium, tmp_pat
             page = chromium.new_page(viewport={"width": 1400, "height": 900})
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            if decoder == "createImageBitmap":
+                page.add_init_script("delete window.ImageDecoder")
             page.goto(f"http://127.0.0.1:{port}/")
+            assert page.evaluate("typeof ImageDecoder") == ("function" if decoder == "ImageDecoder" else "undefined")
             page.wait_for_function("() => document.querySelector('canvas.frame')?.dataset.frameId", timeout=60_000)
             first, first_digest = _video(page, "cam0")
             page.wait_for_function(f"() => +document.querySelector('canvas.frame').dataset.frameId > {first['frame_id']}",
