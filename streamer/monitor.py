@@ -40,6 +40,7 @@ from facestream.streamer.curve import client_options
 TRACE_HZ = 30.0  # trace samples forwarded per camera and second, at most (10 s of them span the traces' width)
 PUSH_HZ = 10.0  # updates sent to each page per second, at most
 IDLE_PUSH_HZ = 4.0  # updates per second when no new preview comes (previews off, or slower than this)
+NICE = 10  # the monitor yields the CPU to the pipeline whenever both want it
 BATCH_S = 0.1  # while a page is open, messages are taken in batches this far apart (fewer wake-ups)
 NEURAL_SHOWN = 4  # neural components forwarded for the traces
 WINDOW_S = 2.0  # frames/s and latency percentiles over this many recent seconds
@@ -361,7 +362,9 @@ class Monitor:
 
 
 def serve(endpoint: str, host: str, port: int, should_stop, announce=print, curve_server=None, curve_key=None) -> None:
-    """Run a monitor until ``should_stop()``; ``announce`` gets the page's address."""
+    """Run a monitor until ``should_stop()``; ``announce`` gets the page's address. It runs
+    ``NICE`` steps below its caller's priority, so that on a busy rig the tracker comes first."""
+    os.nice(NICE)
     monitor = Monitor(endpoint, host, port, curve_server, curve_key)
     try:
         announce(monitor.url)
