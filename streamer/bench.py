@@ -96,10 +96,13 @@ class _Browser:
 
     def cpu_seconds(self) -> dict[int, float]:
         """CPU seconds so far of each of the browser's processes."""
+        browser = self.proc
+        if browser is None:
+            return {}
         try:
-            family = [psutil.Process(self.proc.pid)]
+            family = [psutil.Process(browser.pid)]
             family += family[0].children(recursive=True)
-        except (psutil.Error, AttributeError):
+        except psutil.Error:
             return {}
         used = {}
         for proc in family:
@@ -235,11 +238,12 @@ def _page_cost(windows: list[Window], rows: list) -> dict:
     either side of it (which cancels a machine's slow drift in speed)."""
     t = np.array([r[3] for r in rows], dtype=np.float64) / 1e9
     latency = np.array([r[1] for r in rows], dtype=np.float64)
+    start = windows[0].t0 if windows else 0.0
     blocks = []
     for w in windows:
         inside = (t >= w.t0) & (t < w.t1)
         seconds = w.t1 - w.t0
-        blocks.append({"page_open": w.page_open, "t_s": round(w.t0, 3), "seconds": round(seconds, 3),
+        blocks.append({"page_open": w.page_open, "t_s": round(w.t0 - start, 3), "seconds": round(seconds, 3),
                        "frames": int(inside.sum()), "fps": round(float(inside.sum()) / seconds, 2),
                        "latency_ms": percentiles(latency[inside]),
                        "browser_cpu_percent": None if w.browser_cpu_s is None else round(100 * w.browser_cpu_s / seconds, 1)})
@@ -248,9 +252,6 @@ def _page_cost(windows: list[Window], rows: list) -> dict:
         around = [blocks[j]["fps"] for j in (i - 1, i + 1) if 0 <= j < len(blocks) and not blocks[j]["page_open"]]
         if b["page_open"] and around and min(around) > 0:
             changes.append(round(100 * (b["fps"] / np.mean(around) - 1), 2))
-    start = blocks[0]["t_s"] if blocks else 0.0
-    for b in blocks:
-        b["t_s"] = round(b["t_s"] - start, 3)
 
     def median(page_open: bool, get) -> float | None:
         values = [v for b in blocks if b["page_open"] == page_open and (v := get(b)) is not None]
