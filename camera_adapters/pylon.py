@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,22 +38,25 @@ RETRY_S = 1.0  # seconds between attempts to reopen an unplugged camera
 _NO_BLOCK_ID = 2**64 - 1  # what pylon reports where the transport has no block id
 
 
+def _setting(default, check=None, expect: str = ""):
+    """A field with the check the settings apply when they read it (``streamer.config``)."""
+    return field(default=default, metadata={"check": check, "expect": expect})
+
+
 @dataclass(frozen=True)
 class PylonSettings:
     """What facestream sets on a Basler camera; each field at its default keeps the camera's own."""
 
-    features_file: str = ""
-    exposure_us: float = 0.0
-    gain_db: float = -1.0
-    roi: tuple[int, ...] = ()
-    pixel_format: str = ""
-    fps: float = 0.0
-    trigger: str = ""
-    buffers: int = 16
-
-    @classmethod
-    def from_config(cls, section: dict) -> PylonSettings:
-        return cls(**{**section, "roi": tuple(section.get("roi", ()))})
+    features_file: str = _setting("")
+    exposure_us: float = _setting(0.0, lambda v: 0 <= v <= 1e8, "0..1e8 microseconds")
+    gain_db: float = _setting(-1.0, lambda v: v == -1 or 0 <= v <= 100, "-1 or 0..100 dB")
+    roi: tuple[int, ...] = _setting((), lambda v: not v or (len(v) == 4 and v[0] >= 0 and v[1] >= 0 and v[2] >= 1 and v[3] >= 1),
+                                    "[] or [offset_x, offset_y, width, height], offsets >= 0, sizes >= 1")
+    pixel_format: str = _setting("", lambda v: not v or v.isalnum(), 'a pixel format name such as "Mono8"')
+    fps: float = _setting(0.0, lambda v: 0 <= v <= 100000, "0..100000")
+    trigger: str = _setting("", lambda v: bool(TRIGGER_PATTERN.match(v)),
+                            '"", "off" or "line1".."line4" with ":rising", ":falling" or ":any"')
+    buffers: int = _setting(16, lambda v: 2 <= v <= 1000, "2..1000")
 
 
 def _pylon():

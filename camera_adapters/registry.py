@@ -11,7 +11,6 @@ from typing import Callable, Literal
 
 from .base import Camera, CameraError
 from .pylon import PylonCamera, PylonSettings
-from .synthetic import SyntheticCamera
 from .video import VideoFileCamera
 from .webcam import WebcamCamera
 
@@ -38,11 +37,15 @@ class _Kind:
     arg_ok: Callable[[str], bool] = lambda _: True
 
 
+def _synthetic(_: str, o: CameraOptions) -> Camera:
+    # the simulator is imported only when a run asks for it: the live path stands without it
+    from .synthetic.camera import SyntheticCamera
+
+    return SyntheticCamera(o.width, o.height, o.fps, o.seed, o.frames, o.loop)
+
+
 _KINDS: dict[str, _Kind] = {
-    "synthetic": _Kind(
-        "synthetic", "none",
-        lambda _, o: SyntheticCamera(o.width, o.height, o.fps, o.seed, o.frames, o.loop),
-    ),
+    "synthetic": _Kind("synthetic", "none", _synthetic),
     "video": _Kind(
         "video:PATH", "required",
         lambda path, o: VideoFileCamera(path, realtime=o.realtime),
@@ -62,25 +65,18 @@ _KINDS: dict[str, _Kind] = {
 SPEC_FORMS: tuple[str, ...] = tuple(k.form for k in _KINDS.values())
 
 
-def make_camera(
-    spec: str,
-    *,
-    width: int = 640,
-    height: int = 480,
-    fps: float = 50.0,
-    seed: int = 0,
-    frames: int = 0,
-    loop: int = 0,
-    realtime: bool = True,
-    pylon: dict | None = None,
-) -> Camera:
-    """The camera a spec names, not yet opened. Raises CameraError for a spec it cannot parse.
-
-    ``pylon``: the ``[pylon]`` settings (Basler cameras only).
-    """
+def make_camera(spec: str, options: CameraOptions = CameraOptions()) -> Camera:
+    """The camera a spec names, not yet opened. Raises CameraError for a spec it cannot parse."""
     kind, arg = parse_spec(spec)
-    settings = PylonSettings.from_config(pylon) if pylon else PylonSettings()
-    return kind.build(arg, CameraOptions(width, height, fps, seed, frames, loop, realtime, settings))
+    return kind.build(arg, options)
+
+
+def default_calibration():
+    """The frames that calibrate an int8 tracker when the user names no video of the rig: the
+    synthetic face's (a ``quantize.CalibrationSource``; the simulator is imported only here)."""
+    from .synthetic.sampling import SyntheticCalibration
+
+    return SyntheticCalibration()
 
 
 def parse_spec(spec: str) -> tuple[_Kind, str]:

@@ -194,3 +194,33 @@ def _check_state(state: dict, channels: tuple[int, ...], path: Path) -> None:
         raise ModelFileError(
             f"{path}: not a Facemap tracker state for channels {list(channels)}: {problems[0]}{more}"
         )
+
+
+def available_models() -> list[dict]:
+    """The bundled default and every model in Facemap's folder (state files and model folders).
+
+    Each entry: name, state, params, trained, channels, sha256 (12 hex), default; a file that does
+    not load as a tracker model is listed with its path and an ``error`` instead.
+    """
+    entries = [_entry(None, default=True)]
+    folder = facemap_models_dir()
+    if folder.is_dir():
+        candidates = sorted(folder.glob("*.pt")) + sorted(p for p in folder.iterdir() if (p / STATE_NAME).is_file())
+        entries += [_entry(path, default=False) for path in candidates]
+    return entries
+
+
+def _entry(path: Path | None, default: bool) -> dict:
+    try:
+        model = load_model(path)
+    except ModelFileError as exc:
+        return {"state": str(path), "error": str(exc), "default": default}
+    return {
+        "name": model.name,
+        "state": str(model.state_path),
+        "params": str(model.params_path),
+        "trained": model.trained,
+        "channels": list(model.channels),
+        "sha256": model.sha256[:12],
+        "default": default,
+    }

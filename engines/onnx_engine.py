@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -19,8 +20,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from .decode import decode
 from .model_files import TrackerModel
-from .preprocess import INPUT_SIZE
+from .preprocess import INPUT_SIZE, Geometry, preprocess
 
 ONNX_OPSET = 17
 ONNX_EXPORT_VERSION = 1  # part of the cache key: bump when the export itself changes
@@ -124,3 +126,21 @@ class OnnxNetwork:
     def __call__(self, images: np.ndarray) -> Outputs:
         heatmap, row_offset, col_offset = self._session.run(OUTPUT_NAMES, {INPUT_NAME: images})
         return heatmap, row_offset, col_offset
+
+
+class HostEngine:
+    """A CPU network between numpy pre-processing and numpy decoding."""
+
+    def __init__(self, network: OnnxNetwork) -> None:
+        self.network = network
+        self.runtime = network.runtime
+
+    def run(self, frames: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, dict[str, float]]:
+        t0 = time.perf_counter()
+        images = np.stack([preprocess(frame, geometry) for frame in frames])[:, None]
+        t1 = time.perf_counter()
+        heatmap, row_offset, col_offset = self.network(images)
+        t2 = time.perf_counter()
+        keypoints = decode(heatmap, row_offset, col_offset, geometry)
+        t3 = time.perf_counter()
+        return keypoints, {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3, "decode": (t3 - t2) * 1e3}

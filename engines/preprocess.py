@@ -50,16 +50,50 @@ class Geometry:
         return self.side / INPUT_SIZE
 
 
+class BboxError(ValueError):
+    """A bbox is malformed or lies outside the frame; the message is one line."""
+
+
+def check_bbox(bbox: object) -> tuple[int, int, int, int] | None:
+    """``bbox`` as (row1, row2, col1, col2), Facemap's order, or None for the whole frame; the one
+    place a bbox's form is checked (settings, flags and the tracker's API all come here)."""
+    if bbox is None:
+        return None
+    try:
+        values = tuple(bbox)  # type: ignore[arg-type]
+    except TypeError:
+        values = ()
+    integers = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
+    if len(values) != 4 or not integers:
+        raise BboxError(f"bbox must be 4 integers (row1, row2, col1, col2), got {bbox!r}")
+    row1, row2, col1, col2 = (int(v) for v in values)
+    if min(row1, col1) < 0:
+        raise BboxError(f"bbox {list(values)} has a negative start; rows and columns start at 0")
+    for axis, start, stop in (("rows", row1, row2), ("cols", col1, col2)):
+        if stop <= start:
+            raise BboxError(
+                f"bbox {axis} {start}:{stop} are empty or reversed; give (row1, row2, col1, col2), "
+                "row1 < row2, col1 < col2"
+            )
+    return row1, row2, col1, col2
+
+
 def make_geometry(
     frame_shape: tuple[int, int], bbox: tuple[int, int, int, int] | None = None
 ) -> Geometry:
-    """Crop and padding for a frame shape and an optional bbox (row1, row2, col1, col2).
+    """Crop and padding for a frame shape and an optional bbox (row1, row2, col1, col2) that
+    ``check_bbox`` accepted; BboxError if it does not lie inside the frame.
 
-    The bbox must lie inside the frame (checked by the caller). Padding follows Facemap's
-    pad_img_to_square: when the two sides differ by an odd number the square grows by one pixel,
-    and each side's padding is split with the smaller half first (top, left).
+    Padding follows Facemap's pad_img_to_square: when the two sides differ by an odd number the
+    square grows by one pixel, and each side's padding is split with the smaller half first (top, left).
     """
     height, width = frame_shape
+    if bbox is not None and (bbox[1] > height or bbox[3] > width):
+        row1, row2, col1, col2 = bbox
+        raise BboxError(
+            f"bbox rows {row1}:{row2}, cols {col1}:{col2} lies outside the {height}x{width} "
+            "(rows x cols) frame; the order is (row1, row2, col1, col2)"
+        )
     crop = (0, height, 0, width) if bbox is None else tuple(int(v) for v in bbox)
     rows, cols = crop[1] - crop[0], crop[3] - crop[2]
     side = max(rows, cols)

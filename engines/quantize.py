@@ -15,8 +15,8 @@ keypoints by 0.72 px on average from fp32; keeping the three output heads and th
 that feeds them in fp32 brings that to 0.19 px for ~10 % of the int8 speed-up
 (docs/benchmarks.md). Those layers are found from the graph's structure, not their names.
 
-Calibration frames are the bundled synthetic face by default (seeds used for training, never
-the evaluation seeds), or frames from the user's own video, which suits a real rig better.
+Calibration frames come from a source the caller gives: the user's own video, which suits a real
+rig best, or the synthetic face (seeds used for training, never the evaluation seeds).
 The result is cached beside the fp32 export, keyed by the model, the calibration frames and the
 quantizer's version.
 """
@@ -25,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnx
@@ -38,7 +40,6 @@ from .onnx_engine import INPUT_NAME, ExportError, cache_dir, onnx_model_path, wr
 from .preprocess import make_geometry, preprocess
 
 CALIBRATION_FRAMES = 64
-CALIBRATION_SEEDS = 8  # synthetic faces 0..7
 QUANTIZE_VERSION = 2  # part of the cache key: bump when the recipe changes
 
 
@@ -51,55 +52,49 @@ class _Frames(CalibrationDataReader):
         return None if image is None else {INPUT_NAME: image[None, None]}
 
 
-def synthetic_calibration_frames(count: int = CALIBRATION_FRAMES) -> list[np.ndarray]:
-    """``count`` frames of the synthetic face, spread over seeds 0..7 and an hour of behaviour."""
-    from facestream.camera_adapters.synthetic import SyntheticCamera
+class CalibrationSource(Protocol):
+    """Frames an int8 engine is calibrated on: the rig's own video, or the synthetic face
+    (``camera_adapters.registry.default_calibration``) when the user names none."""
 
-    from .datasets import SYNTHETIC_FPS, frame_ids
+    def key(self) -> str:
+        """Names the frames in the engine cache's key, cheaply (without reading them)."""
 
-    frames = []
-    for seed in range(CALIBRATION_SEEDS):
-        camera = SyntheticCamera(640, 480, fps=SYNTHETIC_FPS, seed=seed)
-        share = count // CALIBRATION_SEEDS + (seed < count % CALIBRATION_SEEDS)
-        frames += [camera.render(int(i))[0] for i in frame_ids(seed, share)]
-    return frames
+    def frames(self, count: int) -> list[np.ndarray]:
+        """``count`` uint8 grayscale frames (or fewer, where the source has fewer)."""
 
 
-def calibration_frames(video: str | Path | None, count: int = CALIBRATION_FRAMES) -> list[np.ndarray] | None:
-    """``count`` grayscale frames spread evenly over ``video``; None for the synthetic face."""
-    if video is None or str(video) == "":
-        return None
-    import cv2
+@dataclass(frozen=True)
+class VideoCalibration:
+    """Frames spread evenly over a video file; ExportError (one line) if it cannot be read."""
 
-    path = Path(video)
-    capture = cv2.VideoCapture(str(path))
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-    if total < 1:
+    path: Path
+
+    def key(self) -> str:
+        """The video's path, size and modification time: a cached engine starts without reading it."""
+        try:
+            stat = self.path.stat()
+        except OSError:
+            raise ExportError(f"calibration video {self.path} cannot be read (missing, empty or not a video)") from None
+        return f"{self.path.resolve()}-{stat.st_size}-{stat.st_mtime_ns}"
+
+    def frames(self, count: int = CALIBRATION_FRAMES) -> list[np.ndarray]:
+        import cv2
+
+        capture = cv2.VideoCapture(str(self.path))
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        if total < 1:
+            capture.release()
+            raise ExportError(f"calibration video {self.path} cannot be read (missing, empty or not a video)")
+        frames = []
+        for index in np.linspace(0, total - 1, min(count, total)).astype(int):
+            capture.set(cv2.CAP_PROP_POS_FRAMES, int(index))
+            ok, image = capture.read()
+            if ok:
+                frames.append(image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
         capture.release()
-        raise ExportError(f"calibration video {path} cannot be read (missing, empty or not a video)")
-    frames = []
-    for index in np.linspace(0, total - 1, min(count, total)).astype(int):
-        capture.set(cv2.CAP_PROP_POS_FRAMES, int(index))
-        ok, image = capture.read()
-        if ok:
-            frames.append(image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
-    capture.release()
-    if not frames:
-        raise ExportError(f"calibration video {path} has no decodable frames")
-    return frames
-
-
-def calibration_name(video: str | Path | None) -> str:
-    """The calibration's name in the cache key, without reading the video: "synthetic", or the
-    video's path, size and modification time."""
-    if video is None or str(video) == "":
-        return "synthetic"
-    path = Path(video)
-    try:
-        stat = path.stat()
-    except OSError:
-        raise ExportError(f"calibration video {path} cannot be read (missing, empty or not a video)") from None
-    return f"{path.resolve()}-{stat.st_size}-{stat.st_mtime_ns}"
+        if not frames:
+            raise ExportError(f"calibration video {self.path} has no decodable frames")
+        return frames
 
 
 def fp32_kept_nodes(model: onnx.ModelProto) -> list[str]:
@@ -121,25 +116,22 @@ def fp32_kept_nodes(model: onnx.ModelProto) -> list[str]:
 
 def int8_model_path(
     model: TrackerModel,
-    calibration: str | Path | None = None,
+    calibration: CalibrationSource,
     bbox: tuple[int, int, int, int] | None = None,
 ) -> Path:
     """The int8 ONNX file of ``model``, quantized into the cache unless already there.
 
-    ``calibration``: a video whose frames calibrate it (None: the synthetic face), read only
-    when the file has to be built; its frames are pre-processed with ``bbox`` as the tracker
-    will. The cache key names the calibration, so different calibrations never share a file.
+    ``calibration``'s frames are read only when the file has to be built, and pre-processed with
+    ``bbox`` as the tracker will. The cache key names the calibration, so different
+    calibrations never share a file.
     """
-    key = f"{calibration_name(calibration)}-{bbox}-{onnxruntime.__version__}-q{QUANTIZE_VERSION}"
+    key = f"{calibration.key()}-{bbox}-{onnxruntime.__version__}-q{QUANTIZE_VERSION}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     path = cache_dir() / f"fmnet-{model.sha256}-int8-{digest}.onnx"
     if path.is_file():
         return path
     fp32 = onnx_model_path(model)
-    frames = calibration_frames(calibration)
-    images = []
-    for frame in synthetic_calibration_frames() if frames is None else frames:
-        images.append(preprocess(frame, make_geometry(frame.shape, bbox)))
+    images = [preprocess(frame, make_geometry(frame.shape, bbox)) for frame in calibration.frames(CALIBRATION_FRAMES)]
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs a warning per layer
     try:

@@ -26,6 +26,7 @@ from . import torch_ops
 from .model_files import TrackerModel
 from .onnx_engine import INPUT_NAME, OUTPUT_NAMES, ExportError, cache_dir, onnx_model_path, write_atomic
 from .preprocess import INPUT_SIZE, Geometry
+from .quantize import CalibrationSource
 
 PRECISIONS = ("fp16", "int8")
 MAX_BATCH = 8
@@ -37,17 +38,18 @@ def available() -> str | None:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return "the tensorrt package is not installed"
+        return "needs the tensorrt package, which is not installed"
     if not torch.cuda.is_available():
-        return "no CUDA GPU is visible to PyTorch"
+        return "needs a CUDA GPU and none is visible to PyTorch"
     return None
 
 
-def engine_path(model: TrackerModel, precision: str, max_batch: int = MAX_BATCH) -> Path:
+def engine_path(model: TrackerModel, precision: str, calibration: CalibrationSource | None, max_batch: int = MAX_BATCH) -> Path:
     import tensorrt as trt
 
     props = torch.cuda.get_device_properties(0)
-    key = f"{trt.__version__}-{props.name}-sm{props.major}{props.minor}-{precision}-b{max_batch}"
+    calibrated = f"-{calibration.key()}" if precision == "int8" else ""
+    key = f"{trt.__version__}-{props.name}-sm{props.major}{props.minor}-{precision}{calibrated}-b{max_batch}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return cache_dir() / f"fmnet-{model.sha256}-trt-{precision}-{digest}.engine"
 
@@ -55,21 +57,24 @@ def engine_path(model: TrackerModel, precision: str, max_batch: int = MAX_BATCH)
 def build_engine(
     model: TrackerModel,
     precision: str = "fp16",
+    calibration: CalibrationSource | None = None,
     max_batch: int = MAX_BATCH,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Path:
-    """Compile and cache the engine unless cached; ``progress(phase, step, steps)`` follows the build."""
+    """Compile and cache the engine unless cached; ``progress(phase, step, steps)`` follows the build.
+
+    int8 builds from the calibrated QDQ graph of ``quantize`` (``calibration`` names its frames)."""
     import tensorrt as trt
 
     if precision not in PRECISIONS:
         raise ExportError(f"TensorRT precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    path = engine_path(model, precision, max_batch)
+    path = engine_path(model, precision, calibration, max_batch)
     if path.is_file():
         return path
     if precision == "int8":
         from .quantize import int8_model_path
 
-        onnx_path = int8_model_path(model)
+        onnx_path = int8_model_path(model, calibration)
     else:
         onnx_path = onnx_model_path(model)
     logger = trt.Logger(trt.Logger.WARNING)
@@ -124,11 +129,12 @@ def _Progress(trt, report: Callable[[str, int, int], None]):
 class TensorRTTracker:
     """Frames (B <= max_batch, H, W) uint8 -> keypoints (B, 15, 3) through a cached TensorRT engine."""
 
-    def __init__(self, model: TrackerModel, precision: str = "fp16", max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, model: TrackerModel, precision: str = "fp16", calibration: CalibrationSource | None = None,
+                 max_batch: int = MAX_BATCH) -> None:
         import tensorrt as trt
 
         self.max_batch = max_batch
-        path = build_engine(model, precision, max_batch)
+        path = build_engine(model, precision, calibration, max_batch)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._engine = trt.Runtime(self._logger).deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:  # built by another TensorRT or for another GPU after all

@@ -1,64 +1,31 @@
 """The tracker the pipeline calls: uint8 frames in, Facemap keypoints out, on the fastest engine here.
 
-One ``Tracker`` does the shared work (checks, geometry, timings) around one engine:
-
-- "onnx-int8": ONNX Runtime on the CPU, int8 (``quantize``): the CPU default, the fastest CPU
-  engine that keeps in-view keypoints within 0.5 px (mean) of fp32 (0.19 px measured).
-- "onnx": ONNX Runtime on the CPU, fp32 (``onnx_engine``).
-- "torch": PyTorch on the CPU, fp32: the reference (``torch_engine``).
-- "cuda": PyTorch on an NVIDIA GPU, fp16, CUDA graphs, pinned memory (``torch_engine``).
-- "tensorrt" / "tensorrt-int8": a TensorRT engine built for this GPU (``tensorrt_engine``).
-- "auto": TensorRT where it and a GPU are present, else CUDA where a GPU is, else onnx-int8;
-  ``describe()["reason"]`` says why.
-
-The CPU engines pre-process and decode in numpy beside the network; the GPU engines do both on
-the GPU so that only keypoints cross the bus.
+One ``Tracker`` does the shared work (checks, geometry, timings) around one engine from the
+table in ``registry`` (ONNX Runtime int8 or fp32 and PyTorch on the CPU; PyTorch CUDA and TensorRT
+on an NVIDIA GPU); ``auto`` takes the first there that runs here and ``describe()["reason"]``
+says why. The CPU engines pre-process and decode in numpy beside the network; the GPU engines do
+both on the GPU so that only keypoints cross the bus.
 """
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .bodyparts import BODYPARTS
-from .decode import decode
-from .engine_names import CPU_DEFAULT, ENGINES
 from .model_files import TrackerModel, load_model
-from .onnx_engine import ExportError, OnnxNetwork, onnx_model_path
-from .preprocess import INPUT_SIZE, Geometry, make_geometry, preprocess
+from .onnx_engine import ExportError
+from .preprocess import INPUT_SIZE, BboxError, Geometry, check_bbox, make_geometry
+from .registry import AUTO, ENGINES, NAMES, Backend, BuildOptions, choose_auto
 
+if TYPE_CHECKING:
+    from .quantize import CalibrationSource
 
 
 class TrackerError(Exception):
     """A tracker cannot be built or cannot process these frames; the message is one line for the user."""
-
-
-class _Engine(Protocol):
-    runtime: str
-
-    def run(self, frames: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, dict[str, float]]: ...
-
-
-class _HostEngine:
-    """A CPU network between numpy pre-processing and numpy decoding."""
-
-    def __init__(self, network: OnnxNetwork) -> None:
-        self.network = network
-        self.runtime = network.runtime
-
-    def run(self, frames: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, dict[str, float]]:
-        t0 = time.perf_counter()
-        images = np.stack([preprocess(frame, geometry) for frame in frames])[:, None]
-        t1 = time.perf_counter()
-        heatmap, row_offset, col_offset = self.network(images)
-        t2 = time.perf_counter()
-        keypoints = decode(heatmap, row_offset, col_offset, geometry)
-        t3 = time.perf_counter()
-        return keypoints, {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3, "decode": (t3 - t2) * 1e3}
 
 
 class Tracker:
@@ -69,7 +36,7 @@ class Tracker:
     def __init__(
         self,
         engine: str,
-        backend: _Engine,
+        backend: Backend,
         model: TrackerModel,
         bbox: tuple[int, int, int, int] | None,
         threads: int,
@@ -127,15 +94,10 @@ class Tracker:
 
     def _geometry_for(self, frame_shape: tuple[int, int]) -> Geometry:
         if self._geometry is None or self._geometry.frame_shape != tuple(frame_shape):
-            height, width = frame_shape
-            if self.bbox is not None:
-                row1, row2, col1, col2 = self.bbox
-                if row2 > height or col2 > width:
-                    raise TrackerError(
-                        f"bbox rows {row1}:{row2}, cols {col1}:{col2} lies outside the {height}x{width} "
-                        "(rows x cols) frame; the order is (row1, row2, col1, col2)"
-                    )
-            self._geometry = make_geometry((height, width), self.bbox)
+            try:
+                self._geometry = make_geometry(tuple(frame_shape), self.bbox)
+            except BboxError as exc:
+                raise TrackerError(str(exc)) from None
         return self._geometry
 
 
@@ -149,91 +111,45 @@ def default_threads() -> int:
     return max(1, min(4, cores))
 
 
-def choose_engine() -> tuple[str, str]:
-    """The engine "auto" stands for here, and why."""
-    from .tensorrt_engine import available
-
-    missing = available()
-    if missing is None:
-        return "tensorrt", "auto: TensorRT and a CUDA GPU are present"
-    if torch.cuda.is_available():
-        return "cuda", f"auto: a CUDA GPU is present but {missing}"
-    return CPU_DEFAULT, f"auto: no CUDA GPU ({'PyTorch has no CUDA support' if torch.version.cuda is None else 'none visible'})"
-
-
 def load_tracker(
-    engine: str = "auto",
+    engine: str = AUTO,
     model: str | Path | None = None,
     bbox: tuple[int, int, int, int] | None = None,
     threads: int = 0,
-    calibration: str | Path | None = None,
+    calibration: "CalibrationSource | None" = None,
 ) -> Tracker:
     """A ready tracker.
 
-    engine: one of ``ENGINES``. model: a Facemap state file, a folder holding a model, or None for
-    the bundled default. bbox: (row1, row2, col1, col2) crop in frame pixels, Facemap's order; None
-    uses the whole frame. threads: CPU intra-op threads, 0 for ``default_threads()``.
-    calibration: a video whose frames calibrate the int8 engines (default: the synthetic face).
+    engine: one of ``registry.NAMES``. model: a Facemap state file, a folder holding a model, or
+    None for the bundled default. bbox: (row1, row2, col1, col2) crop in frame pixels, Facemap's
+    order; None uses the whole frame. threads: CPU intra-op threads, 0 for ``default_threads()``.
+    calibration: the frames an int8 engine is calibrated on (``quantize.VideoCalibration`` or
+    ``camera_adapters.registry.default_calibration()``); int8 engines refuse to build without.
     Raises TrackerError (bad arguments, an engine that cannot run here) or
     model_files.ModelFileError (bad model files).
     """
-    if engine not in ENGINES:
-        raise TrackerError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine not in NAMES:
+        raise TrackerError(f"unknown engine {engine!r}; choose one of {', '.join(NAMES)}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise TrackerError(f"threads must be an integer >= 0 (0 = one per core), got {threads!r}")
-    bbox = _check_bbox(bbox)
+    try:
+        bbox = check_bbox(bbox)
+    except BboxError as exc:
+        raise TrackerError(str(exc)) from None
     tracker_model = load_model(model)
     reason = "asked for"
-    if engine == "auto":
-        engine, reason = choose_engine()
+    if engine == AUTO:
+        engine, reason = choose_auto()
+    kind = ENGINES[engine]
+    missing = kind.missing()
+    if missing is not None:
+        raise TrackerError(f"engine {engine!r} {missing}; use {AUTO!r} or a CPU engine such as 'onnx-int8'")
+    if kind.calibrated and calibration is None:
+        raise TrackerError(f"engine {engine!r} needs frames to calibrate on: a video of the rig "
+                           "(quantize.VideoCalibration) or the synthetic face (registry.default_calibration())")
     threads = threads or default_threads()
     try:
-        backend = _build(engine, tracker_model, bbox, threads, calibration)
+        backend = kind.build(tracker_model, BuildOptions(threads, bbox, calibration))
     except ExportError as exc:
         raise TrackerError(str(exc)) from None
     return Tracker(engine, backend, tracker_model, bbox, threads, reason)
-
-
-def _build(engine: str, model: TrackerModel, bbox, threads: int, calibration) -> _Engine:
-    if engine == "onnx":
-        return _HostEngine(OnnxNetwork(onnx_model_path(model), threads, "fp32"))
-    if engine == "onnx-int8":
-        from .quantize import int8_model_path
-
-        return _HostEngine(OnnxNetwork(int8_model_path(model, calibration, bbox), threads, "int8"))
-    from .torch_engine import TorchTracker
-
-    if engine == "torch":
-        return TorchTracker(model, "cpu", half=False, graphs=False, threads=threads)
-    if not torch.cuda.is_available():
-        raise TrackerError(f"engine {engine!r} needs a CUDA GPU and none is visible to PyTorch; use 'auto' or 'onnx-int8'")
-    if engine == "cuda":
-        return TorchTracker(model, "cuda", half=True, graphs=True)
-    from .tensorrt_engine import TensorRTTracker, available
-
-    missing = available()
-    if missing is not None:
-        raise TrackerError(f"engine {engine!r} cannot run here: {missing}; use 'cuda' or 'auto'")
-    return TensorRTTracker(model, "int8" if engine == "tensorrt-int8" else "fp16")
-
-
-def _check_bbox(bbox: object) -> tuple[int, int, int, int] | None:
-    if bbox is None:
-        return None
-    try:
-        values = tuple(bbox)  # type: ignore[arg-type]
-    except TypeError:
-        values = ()
-    integers = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
-    if len(values) != 4 or not integers:
-        raise TrackerError(f"bbox must be 4 integers (row1, row2, col1, col2), got {bbox!r}")
-    row1, row2, col1, col2 = (int(v) for v in values)
-    if min(row1, col1) < 0:
-        raise TrackerError(f"bbox {list(values)} has a negative start; rows and columns start at 0")
-    for axis, start, stop in (("rows", row1, row2), ("cols", col1, col2)):
-        if stop <= start:
-            raise TrackerError(
-                f"bbox {axis} {start}:{stop} are empty or reversed; give (row1, row2, col1, col2), "
-                "row1 < row2, col1 < col2"
-            )
-    return row1, row2, col1, col2

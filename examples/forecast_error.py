@@ -16,8 +16,8 @@ import json
 
 import numpy as np
 
-from facestream.camera_adapters.synthetic import SyntheticCamera
-from facestream.engines.datasets import EVAL_SEED_START
+from facestream.camera_adapters.synthetic.camera import SyntheticCamera
+from facestream.engines.training.datasets import EVAL_SEED_START
 from facestream.engines.forecast import DEFAULT_Q_OVER_R, KalmanForecaster
 
 HORIZONS_MS = (5.0, 10.0, 20.0)

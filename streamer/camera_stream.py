@@ -1,9 +1,10 @@
 """One camera's share of a run: its capture process, ring buffer and reader, drop counts,
-encoder state, forward prediction, preview and video recording.
+encoder state, forward prediction, publishing, preview and video recording.
 
 A run has one ``CameraStream`` per camera; the tracker serves them all (frames of the same size
-go through the network in one batch). Everything that depends on a camera's own history lives
-here: the streaming encoder's filter state and the Kalman forecasters must never mix two cameras.
+go through the network in one batch) and hands each stream its keypoints: ``step`` does the rest
+of that frame's work. Everything that depends on a camera's own history lives here: the
+streaming encoder's filter state and the Kalman forecasters must never mix two cameras.
 
 Drop accounting, from the camera's first processed frame on: every frame it produced is either
 processed or counted as dropped, by cause: ``camera`` (gaps in the camera's frame counter),
@@ -18,10 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from facestream.camera_adapters.base import Frame
+from facestream.camera_adapters.registry import CameraOptions
 from facestream.engines.encoder import StreamingEncoder
 from facestream.engines.forecast import KalmanForecaster
 from facestream.streamer.capture import capture_main
+from facestream.streamer.hooks import HookRunner
 from facestream.streamer.preview import Previews
+from facestream.streamer.protocol import Result
+from facestream.streamer.publisher import Publisher
 from facestream.streamer.ringbuffer import RingBuffer, RingRead
 from facestream.streamer.stats import LatencyHistogram
 from facestream.streamer.video_recorder import VideoRecording
@@ -59,14 +65,17 @@ def per_camera_path(path: str, name: str, several: bool) -> str:
 
 
 class CameraStream:
-    def __init__(self, ctx, name: str, camera_args: dict, encoder: StreamingEncoder, predict_ns: int, previews: Previews):
+    def __init__(self, ctx, name: str, spec: str, options: CameraOptions, encoder: StreamingEncoder, predict_ns: int,
+                 publisher: Publisher, previews: Previews, hook: HookRunner | None):
         self.name = name
-        self.spec = camera_args["spec"]
+        self.spec = spec
         self.encoder = encoder
         self.predict_ns = predict_ns
         # one forecaster for the keypoints' x, y and one for the activity
         self.forecasts = (KalmanForecaster(), KalmanForecaster()) if predict_ns else None
+        self.publisher = publisher
         self.previews = previews
+        self.hook = hook
         self.drops = Drops()
         self.frames = 0
         self.latency = LatencyHistogram()
@@ -81,7 +90,8 @@ class CameraStream:
         self._last_index = -1
         self._conn, child = ctx.Pipe()
         self.stop = ctx.Event()
-        self.proc = ctx.Process(target=capture_main, args=(camera_args, child, self.stop), name=f"facestream-capture-{name}", daemon=True)
+        self.proc = ctx.Process(target=capture_main, args=(spec, options, child, self.stop), name=f"facestream-capture-{name}",
+                                daemon=True)
 
     # -- start and stop -----------------------------------------------------------------
     def wait_opened(self) -> tuple[int, int]:
@@ -104,6 +114,13 @@ class CameraStream:
         if video_path:  # its reader starts at the ring's first frame
             self.video = VideoRecording(ctx, video_path, codec)
             self.video.start(self.ring.name, self.description.get("fps", 0.0))
+
+    def processes(self) -> dict[str, int]:
+        """Role -> pid of the processes this camera runs (capture, video recorder)."""
+        found = {f"capture-{self.name}": self.proc.pid}
+        if self.video is not None:
+            found[f"video-{self.name}"] = self.video.pid
+        return found
 
     def go(self) -> None:
         """Capture starts writing; the reader made first sees its first frame."""
@@ -171,7 +188,40 @@ class CameraStream:
         if self.video is not None:
             self.video.check()
 
-    def forecast(self, t_capture_ns: int, keypoints: np.ndarray, neural: np.ndarray) -> dict:
+    def step(self, frame: Frame, keypoints: np.ndarray) -> tuple[dict, dict[str, float]]:
+        """The rest of one tracked frame's work: encode, forecast, publish, run the hook, count it,
+        and offer it as a preview last (a preview never delays the message or the hook). The
+        message as published, and the milliseconds each step took."""
+        t1 = time.perf_counter_ns()
+        neural = self.encoder.step(keypoints)
+        t2 = time.perf_counter_ns()
+        predicted = self._forecast(frame.t_capture_ns, keypoints, neural)
+        t3 = time.perf_counter_ns()
+        message = self.publisher.publish_frame({
+            "frame_id": frame.frame_id,
+            "t_capture_ns": frame.t_capture_ns,
+            "t_camera_ns": frame.t_camera_ns if frame.t_camera_ns >= 0 else None,
+            "camera": self.name,
+            "keypoints": keypoints.tolist(),
+            "neural": neural.tolist(),
+            "dropped": self.drops.total,
+            **{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in predicted.items()},
+        })
+        t4 = time.perf_counter_ns()
+        if self.hook is not None:
+            self.hook(Result(
+                seq=message["seq"], frame_id=frame.frame_id, t_capture_ns=frame.t_capture_ns,
+                t_publish_ns=message["t_publish_ns"], t_camera_ns=message["t_camera_ns"], camera=self.name,
+                keypoints=keypoints, neural=neural, dropped=message["dropped"], **predicted,
+            ))
+        self.frames += 1
+        self.latency.add((message["t_publish_ns"] - frame.t_capture_ns) / 1e6)
+        self.previews.offer(frame.pixels, frame.frame_id, frame.t_capture_ns, self.name, message["keypoints"])
+        stages = {"encode_ms": (t2 - t1) / 1e6, **({"forecast_ms": (t3 - t2) / 1e6} if predicted else {}),
+                  "publish_ms": (t4 - t3) / 1e6}
+        return message, stages
+
+    def _forecast(self, t_capture_ns: int, keypoints: np.ndarray, neural: np.ndarray) -> dict:
         """Keypoints (likelihood kept) and activity extrapolated to capture + the horizon."""
         if self.forecasts is None:
             return {}
@@ -191,8 +241,8 @@ class CameraStream:
         quiet = time.monotonic() - self.last_frame_at
         return f"no frame for {quiet:.1f} s" if quiet > stall_s else None
 
-    def describe(self, stall_s: float) -> dict:
-        """This camera for ``meta``: what it is, whether it delivers, its counts."""
+    def report(self, stall_s: float) -> dict:
+        """This camera for ``meta`` and the run's summary: what it is, whether it delivers, its counts."""
         return {
             **self.description,
             "stalled": self.stall(stall_s),

@@ -15,15 +15,15 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 
 from facestream.camera_adapters.base import CameraError, CameraStalled
-from facestream.camera_adapters.registry import make_camera
+from facestream.camera_adapters.registry import CameraOptions, make_camera
 from facestream.streamer.ringbuffer import RingBuffer
 
 
-def capture_main(camera_args: dict, conn: Connection, stop: Event) -> None:
+def capture_main(spec: str, options: CameraOptions, conn: Connection, stop: Event) -> None:
     # Ctrl-C reaches the whole process group; the pipeline decides when capture stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        camera = make_camera(**camera_args)
+        camera = make_camera(spec, options)
         camera.open()
     except CameraError as e:
         conn.send(("error", str(e)))

@@ -63,6 +63,19 @@ class Message:
         t = self.data.get("t_capture_ns")
         return None if t is None else (time.monotonic_ns() - t) / 1e6
 
+    def line(self) -> str:
+        """One line for a person (``facestream listen``)."""
+        d = self.data
+        if self.topic == "meta":
+            s = d.get("stats", {})
+            lat = s.get("latency_ms", {})
+            return (f"meta   status {d.get('status')}  frames {s.get('frames')}  fps {s.get('fps')}  "
+                    f"p50 {lat.get('p50')} ms  dropped {s.get('dropped', {}).get('total')}  policy {d.get('policy')}")
+        tip = d["keypoints"][8]
+        neural = " ".join(f"{v:+.3f}" for v in d["neural"][:3])
+        return (f"frame  seq {d['seq']}  id {d['frame_id']}  latency {self.latency_ms:.2f} ms  dropped {d['dropped']}  "
+                f"nose(tip) ({tip[0]:.1f}, {tip[1]:.1f}) p={tip[2]:.2f}  neural[{len(d['neural'])}] {neural} ...")
+
 
 class Subscriber:
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", topics=("frame", "meta"), rcv_hwm: int = 10000,

@@ -1,105 +1,180 @@
-"""Settings: ``configs/default.toml`` is both the documentation and the schema.
+"""Settings as frozen typed objects, one per section of ``configs/default.toml``.
 
-Every key of the default file is a setting; its default value fixes the setting's type. A
-user's file and command-line flags are merged over the defaults and then checked, so an
-unknown key, a wrong type or a value out of range is refused with one line naming it.
+The default file documents every setting and holds its default; the dataclasses below give each
+setting its type and its check. ``load_config`` lays the user's file and then the command-line
+flags over the defaults, checking each value once, where it is read, so an unknown key, a wrong
+type or a value out of range is refused with one line naming it and where it came from. The
+result is passed down as objects; code that needs other values makes a new object
+(``dataclasses.replace``), it never edits one.
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import re
+import typing
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable
 
 from facestream.camera_adapters.base import CameraError
-from facestream.camera_adapters.pylon import TRIGGER_PATTERN
-from facestream.camera_adapters.registry import SPEC_FORMS, parse_spec
-from facestream.engines.engine_names import ENGINES
+from facestream.camera_adapters.pylon import PylonSettings
+from facestream.camera_adapters.registry import SPEC_FORMS, CameraOptions, parse_spec
+from facestream.engines import registry as engine_registry
+from facestream.engines.preprocess import BboxError, check_bbox
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-Config = dict[str, dict[str, Any]]
-
 
 class ConfigError(ValueError):
     """A setting is unknown or has a bad value; the message is one line."""
 
 
-_ENDPOINT = re.compile(r"^(tcp://[^:/\s]+:\d{1,5}|ipc://\S+)$")
+def setting(check: Callable[[Any], bool | str] | None = None, expect: str = "", **extra) -> Any:
+    """A field with its check: ``check(value)`` is True when the value is good; False, or a reason
+    as a string, when it is not (``expect`` says what is accepted)."""
+    return field(metadata={"check": check, "expect": expect, **extra})
 
 
-def _camera_ok(specs: list) -> bool:
+def _specs_ok(specs: tuple) -> bool:
     try:
         for spec in specs:
             parse_spec(spec)
-    except (CameraError, AttributeError):
+    except CameraError:
         return False
     return bool(specs)
 
 
-def _bbox_ok(v: list) -> bool:
-    if not v:
-        return True
-    if len(v) != 4 or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-        return False
-    r1, r2, c1, c2 = v
-    return 0 <= r1 < r2 and 0 <= c1 < c2
+def _bbox_ok(value: tuple) -> bool | str:
+    try:
+        check_bbox(value or None)
+    except BboxError as e:
+        return str(e)
+    return True
 
 
-def _roi_ok(v: list) -> bool:
-    if not v:
-        return True
-    if len(v) != 4 or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-        return False
-    return v[0] >= 0 and v[1] >= 0 and v[2] >= 1 and v[3] >= 1
+_ENDPOINT = re.compile(r"^(tcp://[^:/\s]+:\d{1,5}|ipc://\S+)$")
 
 
-# Range and choice checks beyond the type; each returns True when the value is acceptable.
-_CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
-    ("camera", "spec"): (_camera_ok, " or ".join(SPEC_FORMS) + ", or a list of them"),
-    ("camera", "names"): (lambda v: all(isinstance(n, str) and n and "/" not in n for n in v), "a list of non-empty names without '/'"),
-    ("camera", "sync_ms"): (lambda v: 0 <= v <= 1000, "0..1000 milliseconds"),
-    ("camera", "stall_after"): (lambda v: 0.05 <= v <= 3600, "0.05..3600 seconds"),
-    ("camera", "width"): (lambda v: 16 <= v <= 8192, "16..8192"),
-    ("camera", "height"): (lambda v: 16 <= v <= 8192, "16..8192"),
-    ("camera", "fps"): (lambda v: 0 <= v <= 10000, "0..10000"),
-    ("camera", "frames"): (lambda v: v >= 0, ">= 0"),
-    ("camera", "loop"): (lambda v: 0 <= v <= 10000, "0..10000 frames"),
-    ("buffer", "slots"): (lambda v: 2 <= v <= 100000, "2..100000"),
-    ("tracker", "engine"): (lambda v: v in ENGINES, " or ".join(f'"{e}"' for e in ENGINES)),
-    ("tracker", "bbox"): (_bbox_ok, "[] or [row1, row2, col1, col2] with row1 < row2, col1 < col2, all >= 0"),
-    ("tracker", "threads"): (lambda v: 0 <= v <= 256, "0..256"),
-    ("stream", "policy"): (lambda v: v in ("latest", "every"), '"latest" or "every"'),
-    ("stream", "publish"): (lambda v: bool(_ENDPOINT.match(v)), "tcp://HOST:PORT or ipc://PATH"),
-    ("stream", "meta_interval"): (lambda v: 0.01 <= v <= 60, "0.01..60 seconds"),
-    ("stream", "send_hwm"): (lambda v: v >= 1, ">= 1"),
-    ("stream", "wait_subscribers"): (lambda v: v >= 0, ">= 0"),
-    ("stream", "encoding"): (lambda v: v in ("msgpack", "json"), '"msgpack" or "json"'),
-    ("stream", "predict_ms"): (lambda v: 0 <= v <= 1000, "0..1000 milliseconds"),
-    ("hook", "target"): (lambda v: not v or (":" in v and all(v.rpartition(":")[::2])), "module:function or path/to/file.py:function"),
-    ("hook", "budget_ms"): (lambda v: 0 < v <= 10000, "more than 0, at most 10000 milliseconds"),
-    ("hook", "disable_after"): (lambda v: v >= 0, ">= 0"),
-    ("record", "flush_interval"): (lambda v: 0.05 <= v <= 10, "0.05..10 seconds"),
-    ("record", "video_codec"): (lambda v: v in ("ffv1", "mjpg"), '"ffv1" or "mjpg"'),
-    ("pylon", "exposure_us"): (lambda v: 0 <= v <= 1e8, "0..1e8 microseconds"),
-    ("pylon", "gain_db"): (lambda v: v == -1 or 0 <= v <= 100, "-1 or 0..100 dB"),
-    ("pylon", "roi"): (_roi_ok, "[] or [offset_x, offset_y, width, height], offsets >= 0, sizes >= 1"),
-    ("pylon", "pixel_format"): (lambda v: not v or v.isalnum(), 'a pixel format name such as "Mono8"'),
-    ("pylon", "fps"): (lambda v: 0 <= v <= 100000, "0..100000"),
-    ("pylon", "trigger"): (lambda v: bool(TRIGGER_PATTERN.match(v)), '"", "off" or "line1".."line4" with ":rising", ":falling" or ":any"'),
-    ("pylon", "buffers"): (lambda v: 2 <= v <= 1000, "2..1000"),
-    ("monitor", "host"): (lambda v: bool(v.strip()) and not any(c.isspace() for c in v), "an address such as 127.0.0.1"),
-    ("monitor", "port"): (lambda v: 0 <= v <= 65535, "0..65535"),
-    ("monitor", "preview_fps"): (lambda v: 0 <= v <= 30, "0..30"),
-    ("monitor", "preview_width"): (lambda v: 32 <= v <= 4096, "32..4096"),
-    ("run", "frames"): (lambda v: v >= 0, ">= 0"),
-    ("run", "duration"): (lambda v: v >= 0, ">= 0"),
-    ("run", "status_interval"): (lambda v: v >= 0, ">= 0"),
-}
+@dataclass(frozen=True)
+class CameraSettings:
+    spec: tuple[str, ...] = setting(_specs_ok, " or ".join(SPEC_FORMS) + ", or a list of them", one_or_list=True)
+    names: tuple[str, ...] = setting(lambda v: all(n and "/" not in n for n in v), "a list of non-empty names without '/'")
+    sync_ms: float = setting(lambda v: 0 <= v <= 1000, "0..1000 milliseconds")
+    stall_after: float = setting(lambda v: 0.05 <= v <= 3600, "0.05..3600 seconds")
+    width: int = setting(lambda v: 16 <= v <= 8192, "16..8192")
+    height: int = setting(lambda v: 16 <= v <= 8192, "16..8192")
+    fps: float = setting(lambda v: 0 <= v <= 10000, "0..10000")
+    seed: int = setting()
+    frames: int = setting(lambda v: v >= 0, ">= 0")
+    loop: int = setting(lambda v: 0 <= v <= 10000, "0..10000 frames")
+    realtime: bool = setting()
+
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        """The names given, else cam0, cam1, ..."""
+        return self.names or tuple(f"cam{i}" for i in range(len(self.spec)))
+
+    def options(self, index: int, pylon: PylonSettings) -> CameraOptions:
+        """What the ``index``-th camera's adapter is built with (each synthetic camera its own seed)."""
+        return CameraOptions(self.width, self.height, self.fps, self.seed + index, self.frames, self.loop,
+                             self.realtime, pylon)
+
+
+@dataclass(frozen=True)
+class BufferSettings:
+    slots: int = setting(lambda v: 2 <= v <= 100000, "2..100000")
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    engine: str = setting(lambda v: v in engine_registry.NAMES, " or ".join(f'"{e}"' for e in engine_registry.NAMES))
+    model: str = setting()
+    bbox: tuple[int, ...] = setting(_bbox_ok)
+    threads: int = setting(lambda v: 0 <= v <= 256, "0..256")
+    calibration: str = setting()
+
+    @property
+    def crop(self) -> tuple[int, int, int, int] | None:
+        """The bbox, or None for the whole frame."""
+        return self.bbox or None  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    model: str = setting()
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    policy: str = setting(lambda v: v in ("latest", "every"), '"latest" or "every"')
+    publish: str = setting(lambda v: bool(_ENDPOINT.match(v)), "tcp://HOST:PORT or ipc://PATH")
+    meta_interval: float = setting(lambda v: 0.01 <= v <= 60, "0.01..60 seconds")
+    send_hwm: int = setting(lambda v: v >= 1, ">= 1")
+    wait_subscribers: int = setting(lambda v: v >= 0, ">= 0")
+    encoding: str = setting(lambda v: v in ("msgpack", "json"), '"msgpack" or "json"')
+    predict_ms: float = setting(lambda v: 0 <= v <= 1000, "0..1000 milliseconds")
+    curve_secret: str = setting()
+    curve_clients: str = setting()
+
+
+@dataclass(frozen=True)
+class HookSettings:
+    target: str = setting(lambda v: not v or (":" in v and all(v.rpartition(":")[::2])),
+                          "module:function or path/to/file.py:function")
+    budget_ms: float = setting(lambda v: 0 < v <= 10000, "more than 0, at most 10000 milliseconds")
+    disable_after: int = setting(lambda v: v >= 0, ">= 0")
+
+
+@dataclass(frozen=True)
+class RecordSettings:
+    path: str = setting()
+    flush_interval: float = setting(lambda v: 0.05 <= v <= 10, "0.05..10 seconds")
+    video: str = setting()
+    video_codec: str = setting(lambda v: v in ("ffv1", "mjpg"), '"ffv1" or "mjpg"')
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    enabled: bool = setting()
+    host: str = setting(lambda v: bool(v.strip()) and not any(c.isspace() for c in v), "an address such as 127.0.0.1")
+    port: int = setting(lambda v: 0 <= v <= 65535, "0..65535")
+    preview_fps: float = setting(lambda v: 0 <= v <= 30, "0..30")
+    preview_width: int = setting(lambda v: 32 <= v <= 4096, "32..4096")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    frames: int = setting(lambda v: v >= 0, ">= 0")
+    duration: float = setting(lambda v: v >= 0, ">= 0")
+    status_interval: float = setting(lambda v: v >= 0, ">= 0")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of a run, section by section (the sections of ``configs/default.toml``)."""
+
+    camera: CameraSettings
+    pylon: PylonSettings
+    buffer: BufferSettings
+    tracker: TrackerSettings
+    encoder: EncoderSettings
+    stream: StreamSettings
+    hook: HookSettings
+    record: RecordSettings
+    monitor: MonitorSettings
+    run: RunSettings
+
+    def as_dict(self) -> dict:
+        """Plain types, for a recording's metadata."""
+        return dataclasses.asdict(self)
+
+
+_SECTIONS: dict[str, type] = typing.get_type_hints(Settings)
+_TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
 
 
 def default_config_path() -> Path:
@@ -118,65 +193,73 @@ def _read_toml(path: Path) -> dict:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
 
 
-def defaults() -> Config:
-    cfg = _read_toml(default_config_path())
-    cfg["camera"]["spec"] = [cfg["camera"]["spec"]]  # one camera or several: always a list inside
-    return cfg
-
-
-def _type_name(v: Any) -> str:
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list"}[type(v)]
-
-
-def _coerce(section: str, key: str, value: Any, default: Any, source: str) -> Any:
-    name = f"[{section}] {key}"
-    if (section, key) == ("camera", "spec") and isinstance(value, str):
-        value = [value]
-    ok = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
-    if not ok:
-        raise ConfigError(f"{source}: {name} must be {_type_name(default)}, got {value!r}")
-    check = _CHECKS.get((section, key))
-    if check and not check[0](value):
-        raise ConfigError(f"{source}: {name} = {value!r} is not valid (expected {check[1]})")
+def _coerce(cls: type, key: str, value: Any, name: str, source: str) -> Any:
+    """``value`` as the type of ``cls``'s field ``key``, checked; ConfigError naming it otherwise."""
+    kind = typing.get_type_hints(cls)[key]
+    spec = next(f for f in dataclasses.fields(cls) if f.name == key).metadata
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        if spec.get("one_or_list") and isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{source}: {name} must be a list of {_TYPE_NAMES[item].split(' ', 1)[-1]}s, got {value!r}")
+        value = tuple(value)
+    elif kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    elif not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConfigError(f"{source}: {name} must be {_TYPE_NAMES[kind]}, got {value!r}")
+    check = spec.get("check")
+    verdict = True if check is None else check(value)
+    if verdict is not True:
+        why = verdict if isinstance(verdict, str) else f"expected {spec['expect']}"
+        raise ConfigError(f"{source}: {name} = {list(value) if isinstance(value, tuple) else value!r} is not valid ({why})")
     return value
 
 
-def merge(base: Config, overrides: dict, source: str) -> Config:
-    """A new config: ``overrides`` ({section: {key: value}}) checked and laid over ``base``."""
-    merged = copy.deepcopy(base)
-    reference = defaults()
+def _lay_over(values: dict[str, dict], overrides: Any, source: str) -> None:
+    """Check ``overrides`` ({section: {key: value}}) and lay them over ``values``."""
     if not isinstance(overrides, dict):
         raise ConfigError(f"{source}: expected sections of settings")
-    for section, values in overrides.items():
-        if section not in reference:
-            raise ConfigError(f"{source}: unknown section [{section}] (known: {', '.join(reference)})")
-        if not isinstance(values, dict):
+    for section, given in overrides.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{source}: unknown section [{section}] (known: {', '.join(_SECTIONS)})")
+        if not isinstance(given, dict):
             raise ConfigError(f"{source}: [{section}] must be a table of settings")
-        for key, value in values.items():
-            if key not in reference[section]:
-                known = ", ".join(reference[section])
-                raise ConfigError(f"{source}: unknown key [{section}] {key} (known: {known})")
-            merged[section][key] = _coerce(section, key, value, reference[section][key], source)
-    return merged
+        cls = _SECTIONS[section]
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key, value in given.items():
+            if key not in known:
+                raise ConfigError(f"{source}: unknown key [{section}] {key} (known: {', '.join(known)})")
+            values[section][key] = _coerce(cls, key, value, f"[{section}] {key}", source)
 
 
-def _check_together(cfg: Config, source: str) -> None:
+def _check_together(cfg: Settings, source: str) -> None:
     """Checks across keys, on the merged settings."""
-    s = cfg["stream"]
-    if bool(s["curve_secret"]) != bool(s["curve_clients"]):
-        given, missing = ("curve_secret", "curve_clients") if s["curve_secret"] else ("curve_clients", "curve_secret")
+    s = cfg.stream
+    if bool(s.curve_secret) != bool(s.curve_clients):
+        given, missing = ("curve_secret", "curve_clients") if s.curve_secret else ("curve_clients", "curve_secret")
         raise ConfigError(f"{source}: [stream] {given} needs [stream] {missing} too "
                           "(CURVE encrypts and authenticates together: the server's secret key file and the clients folder)")
+    names = cfg.camera.camera_names
+    if len(names) != len(cfg.camera.spec) or len(set(names)) != len(names):
+        raise ConfigError(f"{source}: [camera] names = {list(cfg.camera.names)} must name each of the "
+                          f"{len(cfg.camera.spec)} cameras once")
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
-    """Defaults, then the file at ``path`` (if any), then ``overrides`` from the command line."""
-    cfg = defaults()
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Settings:
+    """Defaults, then the file at ``path`` (if any), then ``overrides`` ({section: {key: value}})
+    from the command line."""
+    values: dict[str, dict] = {section: {} for section in _SECTIONS}
+    _lay_over(values, _read_toml(default_config_path()), "default settings")
     if path is not None:
-        cfg = merge(cfg, _read_toml(Path(path)), str(path))
+        _lay_over(values, _read_toml(Path(path)), str(path))
     if overrides:
-        cfg = merge(cfg, overrides, "command line")
+        _lay_over(values, overrides, "command line")
+    cfg = Settings(**{section: _SECTIONS[section](**given) for section, given in values.items()})
     _check_together(cfg, "command line" if path is None else str(path))
     return cfg
+
+
+def defaults() -> Settings:
+    """The settings of ``configs/default.toml`` alone."""
+    return load_config()

@@ -16,21 +16,23 @@ from __future__ import annotations
 import multiprocessing as mp
 import platform
 import time
-from importlib import metadata
 from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from facestream.camera_adapters.registry import default_calibration
 from facestream.engines.bodyparts import BODYPARTS
 from facestream.engines.encoder import load_encoder
+from facestream.engines.quantize import VideoCalibration
 from facestream.engines.tracker import load_tracker
 from facestream.streamer.camera_stream import CameraStream, CaptureError, Drops, per_camera_path
-from facestream.streamer.config import Config, ConfigError
+from facestream.streamer.config import Settings
 from facestream.streamer.hooks import HookRunner
 from facestream.streamer.monitor import MonitorProcess, local_endpoint
 from facestream.streamer.preview import Previews
-from facestream.streamer.protocol import Result
 from facestream.streamer.publisher import Publisher
 from facestream.streamer.recorder import Recording, RecordingError, check_record_path
 from facestream.streamer.stats import LatencyHistogram, StageTimes
@@ -86,47 +88,72 @@ class RunStats:
         }
 
 
-def status_line(stats: RunStats, fps: float, stalled: dict[str, str] | None = None) -> str:
-    """The live status line; ``stalled``: camera name -> why it delivers no frames."""
-    w = stats.window.summary()
-    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-    d = stats.drops
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def status_line(report: dict, fps: float, window: dict, hook: str | None = None) -> str:
+    """The live status line: the run's ``report()``, with frames/s and latency over the last
+    status interval (``window``: a latency summary) and the hook's piece of it."""
+    stats = report["stats"]
+    d = stats["dropped"]
     line = (
-        f"frames {stats.frames}  {fps:.1f} fps  latency p50 {fmt(w['p50'])} ms p99 {fmt(w['p99'])} ms  "
-        f"dropped {d.total} (camera {d.camera}, overrun {d.overrun}, skipped {d.skipped})"
+        f"frames {stats['frames']}  {fps:.1f} fps  latency p50 {_ms(window['p50'])} ms p99 {_ms(window['p99'])} ms  "
+        f"dropped {d['total']} (camera {d['camera']}, overrun {d['overrun']}, skipped {d['skipped']})"
     )
-    return line + "".join(f"  STALLED {name}: {why}" for name, why in (stalled or {}).items())
+    line += "".join(f"  STALLED {c['name']}: {c['stalled']}" for c in report["cameras"] if c["stalled"])
+    line += "" if hook is None else f"  {hook}"
+    monitor = report["monitor"]
+    return line + ("  MONITOR DOWN" if monitor is not None and monitor["error"] is not None else "")
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The run's final summary for a person: frames, latency, drops, the hook and the videos."""
+    s = report["stats"]
+    lat = s["latency_ms"]
+    lines = [
+        f"{report['status']}: {s['frames']} frames in {s['seconds']:.1f} s ({s['fps']:.1f} fps), latency p50 "
+        f"{_ms(lat['p50'])} ms p99 {_ms(lat['p99'])} ms max {_ms(lat['max'])} ms, dropped {s['dropped']['total']} {s['dropped']}"
+    ]
+    h = report["hook"]
+    if h is not None:
+        lines.append(
+            f"hook {h['target']}: {h['calls']} calls, p50 {_ms(h['time_ms']['p50'])} ms p99 {_ms(h['time_ms']['p99'])} ms "
+            f"max {_ms(h['time_ms']['max'])} ms, {h['overruns']} over {h['budget_ms']:g} ms, {h['errors']} errors"
+            + (f" (last: {h['last_error']})" if h["errors"] else "") + (", disabled" if h["disabled"] else ""))
+    for camera in report["cameras"]:
+        v = camera["video"]
+        if v is not None:
+            lines.append(f"video {v['path']}: {v['frames']} frames, {v['dropped']} dropped by the video recorder")
+    return lines
 
 
 class Pipeline:
     """A live pipeline over one or several cameras. ``run()`` blocks until stopped and returns the
-    run's summary."""
+    run's statistics; ``report()`` says how it goes, for ``meta``, the status line and summaries."""
 
-    def __init__(self, cfg: Config, on_status: Callable[[str], None] | None = None):
+    def __init__(self, cfg: Settings, on_status: Callable[[str], None] | None = None):
         self.cfg = cfg
         self.on_status = on_status
-        c = cfg["camera"]
-        self.specs = c["spec"]
-        self.names = c["names"] or (["cam0"] if len(self.specs) == 1 else [f"cam{i}" for i in range(len(self.specs))])
-        if len(self.names) != len(self.specs) or len(set(self.names)) != len(self.names):
-            raise ConfigError(f"[camera] names = {c['names']} must name each of the {len(self.specs)} cameras once")
+        self.specs = cfg.camera.spec
+        self.names = cfg.camera.camera_names
         several = len(self.specs) > 1
-        r = cfg["record"]
-        self.record_paths = [check_record_path(per_camera_path(r["path"], n, several)) for n in self.names] if r["path"] else []
-        self.video_paths = [per_camera_path(r["video"], n, several) for n in self.names] if r["video"] else []
+        r = cfg.record
+        self.record_paths = [check_record_path(per_camera_path(r.path, n, several)) for n in self.names] if r.path else []
+        self.video_paths = [per_camera_path(r.video, n, several) for n in self.names] if r.video else []
         for path in self.video_paths:
             check_video_path(path)
-        t = cfg["tracker"]
+        t = cfg.tracker
         self.tracker = load_tracker(
-            engine=t["engine"], model=t["model"] or None, bbox=tuple(t["bbox"]) or None, threads=t["threads"],
-            calibration=t["calibration"] or None,
+            engine=t.engine, model=t.model or None, bbox=t.crop, threads=t.threads,
+            calibration=VideoCalibration(Path(t.calibration)) if t.calibration else default_calibration(),
         )
         # one encoder per camera: its filter state is that camera's history
-        self.encoders = [load_encoder(cfg["encoder"]["model"] or None) for _ in self.specs]
+        self.encoders = [load_encoder(cfg.encoder.model or None) for _ in self.specs]
         self.encoder = self.encoders[0]
-        self.predict_ns = round(cfg["stream"]["predict_ms"] * 1e6)
-        h = cfg["hook"]
-        self.hook = HookRunner(h["target"], h["budget_ms"], h["disable_after"]) if h["target"] else None
+        self.predict_ns = round(cfg.stream.predict_ms * 1e6)
+        h = cfg.hook
+        self.hook = HookRunner(h.target, h.budget_ms, h.disable_after) if h.target else None
         self.stats = RunStats()
         self.status = "starting"
         self.streams: list[CameraStream] = []
@@ -140,28 +167,24 @@ class Pipeline:
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> dict:
         cfg = self.cfg
         ctx = mp.get_context("spawn")
-        publisher = Publisher(cfg["stream"]["publish"], cfg["stream"]["send_hwm"], encoding=cfg["stream"]["encoding"],
-                              curve_secret=cfg["stream"]["curve_secret"], curve_clients=cfg["stream"]["curve_clients"])
+        s = cfg.stream
+        publisher = Publisher(s.publish, s.send_hwm, encoding=s.encoding, curve_secret=s.curve_secret,
+                              curve_clients=s.curve_clients)
         self.publisher = publisher
-        m = cfg["monitor"]
-        monitor = (MonitorProcess(ctx, local_endpoint(cfg["stream"]["publish"]), m["host"], m["port"], publisher.monitor_keys)
-                   if m["enabled"] else None)
+        m = cfg.monitor
+        monitor = MonitorProcess(ctx, local_endpoint(s.publish), m.host, m.port, publisher.monitor_keys) if m.enabled else None
         self.monitor = monitor
-        c = cfg["camera"]
         for i, (spec, name, encoder) in enumerate(zip(self.specs, self.names, self.encoders)):
-            camera_args = dict(
-                spec=spec, width=c["width"], height=c["height"], fps=c["fps"], seed=c["seed"] + i,
-                frames=c["frames"], loop=c["loop"], realtime=c["realtime"], pylon=cfg["pylon"],
-            )
-            previews = Previews(publisher, m["preview_fps"], m["preview_width"])
-            self.streams.append(CameraStream(ctx, name, camera_args, encoder, self.predict_ns, previews))
+            previews = Previews(publisher, m.preview_fps, m.preview_width)
+            self.streams.append(CameraStream(ctx, name, spec, cfg.camera.options(i, cfg.pylon), encoder, self.predict_ns,
+                                             publisher, previews, self.hook))
         failed = False
         video_error = None
         try:
             for path, name in zip(self.record_paths, self.names):
                 recording = Recording(
                     ctx, path, publisher.open_tee(), self.encoder.describe()["n_out"], self._run_info(),
-                    cfg["record"]["flush_interval"], camera=name,
+                    cfg.record.flush_interval, camera=name,
                 )
                 self.recordings.append(recording)
                 recording.start()
@@ -171,15 +194,12 @@ class Pipeline:
                 self.processes["monitor"] = monitor.pid
             for i, stream in enumerate(self.streams):
                 shape = stream.wait_opened()
-                self.processes[f"capture-{stream.name}"] = stream.proc.pid
-                self._check_bbox(shape)
-                self.tracker.infer(np.zeros(shape, np.uint8))  # warm up: the first inference is slow
-                stream.open_ring(shape, cfg["buffer"]["slots"], ctx, self.video_paths[i] if self.video_paths else None,
-                                 cfg["record"]["video_codec"])
-                if stream.video is not None:
-                    self.processes[f"video-{stream.name}"] = stream.video.pid
+                self.tracker.infer(np.zeros(shape, np.uint8))  # warm up (the first inference is slow); checks the bbox
+                stream.open_ring(shape, cfg.buffer.slots, ctx, self.video_paths[i] if self.video_paths else None,
+                                 cfg.record.video_codec)
+                self.processes.update(stream.processes())
             self.status = "waiting for subscribers"
-            if publisher.wait_for_subscribers(cfg["stream"]["wait_subscribers"], should_stop):
+            if publisher.wait_for_subscribers(s.wait_subscribers, should_stop):
                 for stream in self.streams:
                     stream.go()
                 self.stats = RunStats()
@@ -194,7 +214,7 @@ class Pipeline:
             self.status = "failed" if failed else ("ended" if self.status == "ended" else "stopped")
             if self.hook is not None:
                 self.hook.close()
-            publisher.publish_meta(self.meta())  # the last word, for subscribers and the recording
+            publisher.publish_meta(self.report())  # the last word, for subscribers and the recording
             if monitor is not None:
                 monitor.stop()
             for stream in self.streams:
@@ -217,17 +237,12 @@ class Pipeline:
     def _run_info(self) -> dict:
         """What a recording keeps about the run: settings, models, versions."""
         return {
-            "config": self.cfg,
+            "config": self.cfg.as_dict(),
             "tracker": self.tracker.describe(),
             "encoder": self.encoder.describe(),
             "versions": versions(),
             "clock": {"monotonic_ns": time.monotonic_ns(), "time_ns": time.time_ns()},
         }
-
-    def _check_bbox(self, shape: tuple[int, int]) -> None:
-        bbox = self.cfg["tracker"]["bbox"]
-        if bbox and (bbox[1] > shape[0] or bbox[3] > shape[1]):
-            raise ConfigError(f"[tracker] bbox = {bbox} lies outside the {shape[0]}x{shape[1]} frame")
 
     def _gather(self, latest: bool) -> list:
         """(stream, read) for each camera with a frame waiting: once one camera has delivered,
@@ -244,7 +259,7 @@ class Pipeline:
                     waiting.remove(stream)
             now = time.monotonic()
             if reads and sync_deadline is None:
-                sync_deadline = now + self.cfg["camera"]["sync_ms"] / 1e3
+                sync_deadline = now + self.cfg.camera.sync_ms / 1e3
             if not waiting or now >= (deadline if sync_deadline is None else sync_deadline):
                 break
             time.sleep(_POLL_S)
@@ -252,9 +267,9 @@ class Pipeline:
 
     def _loop(self, publisher: Publisher, should_stop) -> None:
         cfg = self.cfg
-        latest = cfg["stream"]["policy"] == "latest"
-        max_frames, duration = cfg["run"]["frames"], cfg["run"]["duration"]
-        meta_every, status_every = cfg["stream"]["meta_interval"], cfg["run"]["status_interval"]
+        latest = cfg.stream.policy == "latest"
+        max_frames, duration = cfg.run.frames, cfg.run.duration
+        meta_every, status_every = cfg.stream.meta_interval, cfg.run.status_interval
         stats = self.stats
         now = time.monotonic()
         next_meta, next_status = now, now + status_every
@@ -270,7 +285,7 @@ class Pipeline:
                 for stream in self.streams:
                     stream.poll()
             else:
-                self._process(reads, publisher)
+                self._process(reads)
                 stats.drops = sum((s.drops for s in self.streams), Drops())
                 if (max_frames and stats.frames >= max_frames) or (duration and now - stats.started_ns / 1e9 >= duration):
                     break
@@ -285,12 +300,12 @@ class Pipeline:
                 self._check_monitor()
                 for stream in self.streams:
                     stream.poll()
-                publisher.publish_meta(self.meta())
+                publisher.publish_meta(self.report())
                 next_meta = now + meta_every
             if status_every and now >= next_status and self.on_status:
-                line = status_line(stats, (stats.frames - status_frames) / max(now - status_t, 1e-3), stalled)
-                line += "" if self.hook is None else f"  {self.hook.status()}"
-                self.on_status(line if self.monitor_error is None else f"{line}  MONITOR DOWN")
+                fps = (stats.frames - status_frames) / max(now - status_t, 1e-3)
+                self.on_status(status_line(self.report(), fps, stats.window.summary(),
+                                           None if self.hook is None else self.hook.status()))
                 status_frames, status_t = stats.frames, now
                 next_status = now + status_every
                 stats.window = LatencyHistogram()
@@ -298,8 +313,8 @@ class Pipeline:
         if all(s.ended or s.exhausted for s in self.streams):
             self.status = "ended"
 
-    def _process(self, reads: list, publisher: Publisher) -> None:
-        """Track the frames (one network call per frame size), then encode and publish each."""
+    def _process(self, reads: list) -> None:
+        """Track the frames (one network call per frame size), then hand each its camera's stream."""
         picked_ns = time.monotonic_ns()
         by_shape: dict[tuple, list] = {}
         for stream, read in reads:
@@ -308,53 +323,22 @@ class Pipeline:
         for group in by_shape.values():
             t0 = time.perf_counter_ns()
             keypoints = self.tracker.infer(np.stack([frame.pixels for _, frame in group]))
-            t1 = time.perf_counter_ns()
+            track_ms = (time.perf_counter_ns() - t0) / 1e6
             timings = self.tracker.last_timings_ms
             for (stream, frame), points in zip(group, keypoints):
-                self._publish_one(stream, frame, points, publisher, picked_ns, timings, (t1 - t0) / 1e6)
-
-    def _publish_one(self, stream: CameraStream, frame, keypoints: np.ndarray, publisher: Publisher,
-                     picked_ns: int, timings: dict, track_ms: float) -> None:
-        t1 = time.perf_counter_ns()
-        neural = stream.encoder.step(keypoints)
-        t2 = time.perf_counter_ns()
-        predicted = stream.forecast(frame.t_capture_ns, keypoints, neural)
-        t3 = time.perf_counter_ns()
-        stream.frames += 1
-        message = publisher.publish_frame({
-            "frame_id": frame.frame_id,
-            "t_capture_ns": frame.t_capture_ns,
-            "t_camera_ns": frame.t_camera_ns if frame.t_camera_ns >= 0 else None,
-            "camera": stream.name,
-            "keypoints": keypoints.tolist(),
-            "neural": neural.tolist(),
-            "dropped": stream.drops.total,
-            **{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in predicted.items()},
-        })
-        t4 = time.perf_counter_ns()
-        if self.hook is not None:
-            self.hook(Result(
-                seq=message["seq"], frame_id=frame.frame_id, t_capture_ns=frame.t_capture_ns,
-                t_publish_ns=message["t_publish_ns"], t_camera_ns=message["t_camera_ns"], camera=stream.name,
-                keypoints=keypoints, neural=neural, dropped=message["dropped"], **predicted,
-            ))
-        latency_ms = (message["t_publish_ns"] - frame.t_capture_ns) / 1e6
-        self.stats.frames += 1
-        self.stats.latency.add(latency_ms)
-        self.stats.window.add(latency_ms)
-        stream.latency.add(latency_ms)
-        self.stats.stages.add({
-            "wait_ms": (picked_ns - frame.t_capture_ns) / 1e6,
-            # the pipeline's own cost: everything from picking the frame up to its message, but the tracker
-            "overhead_ms": (message["t_publish_ns"] - picked_ns) / 1e6 - track_ms,
-            **{f"{k}_ms": v for k, v in timings.items()},
-            "track_ms": track_ms,
-            "encode_ms": (t2 - t1) / 1e6,
-            **({"forecast_ms": (t3 - t2) / 1e6} if predicted else {}),
-            "publish_ms": (t4 - t3) / 1e6,
-        })
-        # after the frame is out and timed: a preview never delays the message it shows
-        stream.previews.offer(frame.pixels, frame.frame_id, frame.t_capture_ns, stream.name, message["keypoints"])
+                message, stages = stream.step(frame, points)
+                latency_ms = (message["t_publish_ns"] - frame.t_capture_ns) / 1e6
+                self.stats.frames += 1
+                self.stats.latency.add(latency_ms)
+                self.stats.window.add(latency_ms)
+                self.stats.stages.add({
+                    "wait_ms": (picked_ns - frame.t_capture_ns) / 1e6,
+                    # the pipeline's own cost: everything from picking the frame up to its message, but the tracker
+                    "overhead_ms": (message["t_publish_ns"] - picked_ns) / 1e6 - track_ms,
+                    **{f"{k}_ms": v for k, v in timings.items()},
+                    "track_ms": track_ms,
+                    **stages,
+                })
 
     def _check_monitor(self) -> None:
         """A monitor that died is reported (meta, status line) and the run goes on: a viewer's
@@ -364,13 +348,18 @@ class Pipeline:
 
     def stalled(self) -> dict[str, str]:
         """Camera name -> why it delivers no frames, for each camera that does not right now."""
-        after = self.cfg["camera"]["stall_after"]
+        after = self.cfg.camera.stall_after
         return {s.name: why for s in self.streams if (why := s.stall(after)) is not None}
 
-    # -- meta ---------------------------------------------------------------------------
-    def meta(self) -> dict:
+    def previews_sent(self) -> int:
+        """Preview pictures sent so far, every camera together (a page that is open gets them)."""
+        return sum(s.previews.sent for s in self.streams)
+
+    # -- the report -----------------------------------------------------------------------
+    def report(self) -> dict:
+        """How the run goes: what ``meta`` publishes, and what the status line and summaries show."""
         enc = self.encoder.describe()
-        cameras = [s.describe(self.cfg["camera"]["stall_after"]) for s in self.streams]
+        cameras = [s.report(self.cfg.camera.stall_after) for s in self.streams]
         first = cameras[0] if cameras else {}
         return {
             "status": self.status,
@@ -382,9 +371,9 @@ class Pipeline:
             "tracker": self.tracker.describe(),
             "encoder": enc,
             "neural": self.encoder.output_meta(first.get("fps")),
-            "policy": self.cfg["stream"]["policy"],
+            "policy": self.cfg.stream.policy,
             "prediction": None if not self.predict_ns else {
-                "horizon_ms": self.cfg["stream"]["predict_ms"], "method": "kalman constant velocity",
+                "horizon_ms": self.cfg.stream.predict_ms, "method": "kalman constant velocity",
                 "q_over_r": self.streams[0].forecasts[0].q},
             "hook": None if self.hook is None else self.hook.describe(),
             "monitor": None if self.monitor is None else {"url": self.monitor.url, "error": self.monitor_error},

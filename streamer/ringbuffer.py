@@ -22,8 +22,10 @@ Layout of the segment, each part 64-byte aligned::
 
     header  int64[8]           magic, layout version, slots, height, width, written, ended, 0
     meta    int64[slots, 5]    sequence, frame_id, t_capture_ns, t_camera_ns, dropped_before
-    truth   float32[slots,15,3] keypoints, all NaN when the frame has none
     frames  uint8[slots, h, w]
+
+A frame's ``truth`` (the synthetic camera's keypoints) does not travel: frames read from the ring
+have ``truth=None``.
 """
 from __future__ import annotations
 
@@ -38,15 +40,13 @@ from multiprocessing import resource_tracker, shared_memory
 import numpy as np
 
 from ..camera_adapters.base import Frame
-from ..engines.bodyparts import N_KEYPOINTS
 
 MAGIC = int.from_bytes(b"fsring\x00\x00", "little")
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 DEFAULT_POLL_S = 0.0005
 
 _HEADER_LEN, _H_WRITTEN, _H_ENDED = 8, 5, 6
 _META_LEN, _M_SEQ, _M_FRAME_ID = 5, 0, 1
-_TRUTH_SHAPE = (N_KEYPOINTS, 3)
 _ALIGN = 64
 
 _register_lock = threading.Lock()
@@ -60,12 +60,11 @@ def _aligned(n: int) -> int:
     return -(-n // _ALIGN) * _ALIGN
 
 
-def _layout(slots: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Byte offsets of meta, truth and frames, and the total size."""
+def _layout(slots: int, shape: tuple[int, int]) -> tuple[int, int, int]:
+    """Byte offsets of meta and frames, and the total size."""
     meta = _aligned(_HEADER_LEN * 8)
-    truth = meta + _aligned(slots * _META_LEN * 8)
-    frames = truth + _aligned(slots * _TRUTH_SHAPE[0] * _TRUTH_SHAPE[1] * 4)
-    return meta, truth, frames, frames + slots * shape[0] * shape[1]
+    frames = meta + _aligned(slots * _META_LEN * 8)
+    return meta, frames, frames + slots * shape[0] * shape[1]
 
 
 def _open_untracked(name: str) -> shared_memory.SharedMemory:
@@ -137,12 +136,11 @@ class RingBuffer:
             raise RingBufferError(f"ring buffer {self.name!r} has layout {version}, expected {LAYOUT_VERSION}")
         self.slots: int = slots
         self.shape: tuple[int, int] = (h, w)
-        meta_at, truth_at, frames_at, size = _layout(slots, self.shape)
+        meta_at, frames_at, size = _layout(slots, self.shape)
         if len(buf) < size:
             raise RingBufferError(f"ring buffer {self.name!r} is truncated ({len(buf)} < {size} bytes)")
         self._header: np.ndarray | None = np.ndarray((_HEADER_LEN,), np.int64, buf)
         self._meta: np.ndarray | None = np.ndarray((slots, _META_LEN), np.int64, buf, meta_at)
-        self._truth: np.ndarray | None = np.ndarray((slots, *_TRUTH_SHAPE), np.float32, buf, truth_at)
         self._frames: np.ndarray | None = np.ndarray((slots, h, w), np.uint8, buf, frames_at)
         self._unlinked = False
 
@@ -156,7 +154,7 @@ class RingBuffer:
         if len(shape) != 2 or min(shape) <= 0 or slots <= 0:
             raise RingBufferError(f"bad ring buffer geometry: shape {tuple(shape)}, {slots} slots")
         h, w, slots = int(shape[0]), int(shape[1]), int(slots)
-        size = _layout(slots, (h, w))[3]
+        size = _layout(slots, (h, w))[2]
         if os.path.isdir("/dev/shm"):
             remove_stale_rings()
             st = os.statvfs("/dev/shm")
@@ -173,7 +171,7 @@ class RingBuffer:
                 continue
         np.ndarray((_HEADER_LEN,), np.int64, shm.buf)[:] = [MAGIC, LAYOUT_VERSION, slots, h, w, 0, 0, 0]
         ring = cls(shm, owner=True)
-        _, meta, _, frames = ring._live_views()
+        _, meta, frames = ring._live_views()
         meta[:, _M_SEQ] = -1
         frames.fill(0)
         return ring
@@ -205,13 +203,11 @@ class RingBuffer:
 
     def write(self, frame: Frame) -> int:
         """Copy the frame into the next slot and return its ring index. Never blocks."""
-        header, meta, truth, frames = self._live_views()
+        header, meta, frames = self._live_views()
         pixels = frame.pixels
         if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.shape != self.shape:
             got = f"{pixels.dtype} {pixels.shape}" if isinstance(pixels, np.ndarray) else type(pixels).__name__
             raise RingBufferError(f"frame must be uint8 {self.shape}, got {got}")
-        if frame.truth is not None and np.shape(frame.truth) != _TRUTH_SHAPE:
-            raise RingBufferError(f"truth must have shape {_TRUTH_SHAPE}, got {np.shape(frame.truth)}")
         if header[_H_ENDED]:
             raise RingBufferError(f"ring buffer {self.name!r} has ended; no more frames can be written")
         index = int(header[_H_WRITTEN])
@@ -219,7 +215,6 @@ class RingBuffer:
         meta[slot, _M_SEQ] = -1
         np.copyto(frames[slot], pixels)
         meta[slot, _M_FRAME_ID:] = (frame.frame_id, frame.t_capture_ns, frame.t_camera_ns, frame.dropped_before)
-        truth[slot] = np.nan if frame.truth is None else frame.truth
         meta[slot, _M_SEQ] = index
         header[_H_WRITTEN] = index + 1
         return index
@@ -235,7 +230,7 @@ class RingBuffer:
 
     def close(self) -> None:
         """Unmap the segment in this process. Safe to call twice; readers must be done first."""
-        self._header = self._meta = self._truth = self._frames = None
+        self._header = self._meta = self._frames = None
         self._shm.close()
 
     def unlink(self) -> None:
@@ -258,10 +253,10 @@ class RingBuffer:
             raise RingBufferError(f"ring buffer {self.name!r} is closed")
         return self._header
 
-    def _live_views(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        if self._header is None or self._meta is None or self._truth is None or self._frames is None:
+    def _live_views(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._header is None or self._meta is None or self._frames is None:
             raise RingBufferError(f"ring buffer {self.name!r} is closed")
-        return self._header, self._meta, self._truth, self._frames
+        return self._header, self._meta, self._frames
 
 
 @dataclass
@@ -348,25 +343,17 @@ class RingReader:
 
     def _take(self, index: int) -> RingRead | None:
         """Copy the frame with this ring index out of its slot; None (and one missed) if it is gone."""
-        _, meta, truth, frames = self.ring._live_views()
+        _, meta, frames = self.ring._live_views()
         slot = index % self.ring.slots
         if meta[slot, _M_SEQ] != index:
             self._lose(1)
             return None
         pixels = frames[slot].copy()
         frame_id, t_capture, t_camera, dropped = (int(v) for v in meta[slot, _M_FRAME_ID:])
-        keypoints = truth[slot].copy()
         if meta[slot, _M_SEQ] != index:
             self._lose(1)
             return None
-        frame = Frame(
-            pixels=pixels,
-            frame_id=frame_id,
-            t_capture_ns=t_capture,
-            t_camera_ns=t_camera,
-            dropped_before=dropped,
-            truth=None if np.isnan(keypoints).all() else keypoints,
-        )
+        frame = Frame(pixels, frame_id, t_capture, t_camera, dropped)
         read = RingRead(frame=frame, index=index, missed=self._missed, skipped=self._skipped)
         self.cursor = index + 1
         self.read_total += 1

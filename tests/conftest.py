@@ -1,6 +1,10 @@
 import socket
+from pathlib import Path
 
+import numpy as np
 import pytest
+
+from helpers import VIDEO_FRAMES, video_frame, write_video
 
 
 @pytest.fixture
@@ -19,3 +23,12 @@ def cache_home(tmp_path_factory):
         folder = tmp_path_factory.mktemp("cache")
         mp.setenv("XDG_CACHE_HOME", str(folder))
         yield folder
+
+
+@pytest.fixture(scope="module")
+def video_file(tmp_path_factory) -> tuple[Path, list[np.ndarray]]:
+    """A short MJPG video and the BGR frames written to it."""
+    frames = [video_frame(k) for k in range(VIDEO_FRAMES)]
+    path = tmp_path_factory.mktemp("video") / "rig:session 1.avi"  # a colon and a space on purpose
+    write_video(path, frames)
+    return path, frames

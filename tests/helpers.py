@@ -5,6 +5,13 @@ import socket
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
+
+VIDEO_FPS = 25.0
+VIDEO_FRAMES = 12
+VIDEO_SIZE = (160, 120)  # width, height
+
 
 class Payload:
     """Unpickling this calls open(marker, "w"): it creates the marker file, proof that a pickle
@@ -32,3 +39,29 @@ def until(condition, timeout: float = 30.0, what: str = "condition"):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def video_frame(k: int) -> np.ndarray:
+    """A BGR frame with a gradient, a colour cast and a square that moves with k."""
+    w, h = VIDEO_SIZE
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, :, 0] = np.linspace(20, 120, w, dtype=np.uint8)[None, :]
+    img[:, :, 1] = 60
+    img[:, :, 2] = np.linspace(40, 200, h, dtype=np.uint8)[:, None]
+    x = 8 + 10 * k
+    img[30:70, x:x + 30] = (240, 250, 255)
+    return img
+
+
+def write_video(path: Path, frames: list[np.ndarray]) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), VIDEO_FPS, VIDEO_SIZE, True)
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(f)
+    writer.release()
+
+
+def read_all(cam) -> list:
+    """Every frame of a finite camera, opened and closed here."""
+    with cam:
+        return list(iter(cam.read, None))

@@ -133,7 +133,7 @@ def test_alternate_without_a_browser_is_refused(tmp_path):
 
 
 def test_median_interval_is_the_order_statistics_a_fair_coin_allows():
-    from facestream.streamer.bench import _median_ci95
+    from facestream.streamer.tools.bench import _median_ci95
 
     assert _median_ci95([5.0, 1.0, 4.0, 2.0, 3.0]) is None  # 2 x (1/2)^5 > 5 %: five values cannot give 95 %
     assert _median_ci95([6.0, 1.0, 5.0, 2.0, 4.0, 3.0]) == (1.0, 6.0)  # 2 x (1/2)^6 < 5 %

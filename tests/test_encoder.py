@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from facestream.camera_adapters.synthetic import SyntheticCamera
+from facestream.camera_adapters.synthetic.camera import SyntheticCamera
 from facestream.engines.bodyparts import N_KEYPOINTS
 from facestream.engines.encoder import (
     EncoderFileError,
@@ -17,7 +17,7 @@ from facestream.engines.encoder import (
     load_encoder,
     save_encoder,
 )
-from facestream.engines.synthetic_neurons import NeuralPopulation
+from facestream.engines.training.synthetic_neurons import NeuralPopulation
 
 SPEC = InputSpec(np.tile([320.0, 240.0], N_KEYPOINTS), np.full(2 * N_KEYPOINTS, 100.0), 0.52, 25.0)
 

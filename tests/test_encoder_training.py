@@ -10,10 +10,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from facestream.camera_adapters.synthetic import SyntheticCamera
+from facestream.camera_adapters.synthetic.camera import SyntheticCamera
 from facestream.engines.bodyparts import BODYPARTS, N_KEYPOINTS
 from facestream.engines.encoder import KeypointsEncoder, NeuralProjection, load_encoder
-from facestream.engines.encoder_training import (
+from facestream.engines.training.encoder_training import (
     EncoderTrainingError,
     Recording,
     TrainSettings,
@@ -26,7 +26,7 @@ from facestream.engines.encoder_training import (
     to_neurons,
     train_encoders,
 )
-from facestream.engines.synthetic_neurons import NeuralPopulation, neural_times
+from facestream.engines.training.synthetic_neurons import NeuralPopulation, neural_times
 from facestream.streamer.cli import main
 
 FPS, RATE = 50.0, 30.0
@@ -127,7 +127,7 @@ def test_training_beats_a_shuffled_control_and_streams_as_it_was_scored(recordin
     assert (s["n_pcs"], s["n_neurons"], s["kind"]) == (16, 200, "pcs")
 
     path = tmp_path / "enc.npz"
-    result.save(path, name="trained")
+    result.save(path)
     encoder = load_encoder(path)
     assert encoder.meta["trained"] and encoder.meta["training"]["test_variance_explained"] == s["test_variance_explained"]
     assert encoder.projection is not None and encoder.projection.n_neurons == 200

@@ -11,11 +11,12 @@ import torch
 from facestream.engines import decode as numpy_decode
 from facestream.engines import preprocess as numpy_preprocess
 from facestream.engines import torch_ops
-from facestream.engines.evaluation import eval_frames
+from facestream.engines.training.evaluation import eval_frames
 from facestream.engines.model_files import load_model
 from facestream.engines.onnx_engine import onnx_model_path
 from facestream.engines.preprocess import make_geometry
-from facestream.engines.quantize import calibration_frames, fp32_kept_nodes, int8_model_path
+from facestream.camera_adapters.registry import default_calibration
+from facestream.engines.quantize import VideoCalibration, fp32_kept_nodes, int8_model_path
 from facestream.engines.tensorrt_engine import available as tensorrt_missing
 from facestream.engines.tracker import TrackerError, load_tracker
 
@@ -63,7 +64,7 @@ def test_int8_keeps_the_output_layers_in_fp32(cache_home):
 def test_int8_agrees_with_fp32_within_its_bound(cache_home, held_out):
     frames, truth = held_out
     fp32 = load_tracker("onnx").infer(frames)
-    int8 = load_tracker("onnx-int8")
+    int8 = load_tracker("onnx-int8", calibration=default_calibration())
     assert int8.describe()["runtime"].endswith("int8")
     distance = in_view_distance(int8.infer(frames), fp32, truth)
     assert distance.mean() < INT8_MEAN_PX
@@ -73,19 +74,19 @@ def test_int8_agrees_with_fp32_within_its_bound(cache_home, held_out):
 
 def test_int8_engine_is_cached_per_calibration(cache_home, tmp_path):
     model = load_model(None)
-    first = int8_model_path(model)
+    first = int8_model_path(model, default_calibration())
     stamp = first.stat().st_mtime_ns
-    assert int8_model_path(model) == first and first.stat().st_mtime_ns == stamp
+    assert int8_model_path(model, default_calibration()) == first and first.stat().st_mtime_ns == stamp
 
     video = tmp_path / "rig.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 50, (640, 480), isColor=False)
     for frame in eval_frames(12):
         writer.write(frame[2])
     writer.release()
-    frames = calibration_frames(video, count=8)
+    frames = VideoCalibration(video).frames(8)
     assert len(frames) == 8 and frames[0].shape == (480, 640) and frames[0].dtype == np.uint8
-    assert int8_model_path(model, video) != first
-    tracker = load_tracker("onnx-int8", calibration=video)
+    assert int8_model_path(model, VideoCalibration(video)) != first
+    tracker = load_tracker("onnx-int8", calibration=VideoCalibration(video))
     assert tracker.infer(frames[0]).shape == (1, 15, 3)
 
 
@@ -93,12 +94,12 @@ def test_bad_calibration_video_is_one_line(cache_home, tmp_path):
     bad = tmp_path / "not-a-video.avi"
     bad.write_bytes(b"nothing here")
     with pytest.raises(TrackerError, match="cannot be read") as info:
-        load_tracker("onnx-int8", calibration=bad)
+        load_tracker("onnx-int8", calibration=VideoCalibration(bad))
     assert "\n" not in str(info.value)
 
 
 def test_auto_says_what_it_chose(cache_home):
-    tracker = load_tracker("auto")
+    tracker = load_tracker("auto", calibration=default_calibration())
     described = tracker.describe()
     expected = "tensorrt" if tensorrt_missing() is None else ("cuda" if CUDA else "onnx-int8")
     assert described["engine"] == expected
@@ -144,7 +145,7 @@ def test_export_builds_ahead_and_copies(cache_home, tmp_path):
     done = subprocess.run([sys.executable, "-m", "facestream.streamer.cli", "export", "--engine", "onnx-int8", "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(int8_model_path(load_model(None)))
+    assert done.stdout.strip() == str(int8_model_path(load_model(None), default_calibration()))
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["heatmap", "row_offset", "col_offset"]
     for args, words in ((["--engine", "tensorrt"], "cannot build a TensorRT engine here"),

@@ -26,8 +26,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from facestream.camera_adapters.synthetic import SyntheticCamera
-from facestream.engines import facemap_reference
+from facestream.camera_adapters.synthetic.camera import SyntheticCamera
+from facestream.engines.training import facemap_reference
 from facestream.engines.bodyparts import BODYPARTS
 from facestream.engines.model_files import BUNDLED_DIR, PARAMS_NAME, STATE_NAME
 from facestream.streamer.cli import main

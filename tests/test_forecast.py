@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from facestream.camera_adapters.synthetic import SyntheticCamera
+from facestream.camera_adapters.synthetic.camera import SyntheticCamera
 from facestream.engines.forecast import KalmanForecaster
 from facestream.streamer.client import Subscriber
 

@@ -175,7 +175,7 @@ def test_kill_9_of_every_process_leaves_a_readable_recording(endpoint, tmp_path)
     assert rec["attrs"].get("complete") is not True  # nobody was left to mark it complete
     published = [f["seq"] for f, _ in frames]
     assert list(rec["seq"]) == published[: len(rec["seq"])]
-    flush_s = load_config()["record"]["flush_interval"]
+    flush_s = load_config().record.flush_interval
     before_last_flush = [f["seq"] for f, t in frames if t < t_kill - (flush_s + 0.5) * 1e9]
     assert len(rec["seq"]) >= len(before_last_flush) > 0  # at most a flush interval (plus its write) lost
     assert np.isfinite(rec["x"]).all()
@@ -306,7 +306,7 @@ def _sequence(folder, sizes, dtype=np.uint8) -> str:
     """A numbered image sequence of synthetic faces, one image per (height, width)."""
     import cv2
 
-    from facestream.camera_adapters.synthetic import SyntheticCamera
+    from facestream.camera_adapters.synthetic.camera import SyntheticCamera
 
     folder.mkdir()
     face = SyntheticCamera(640, 480, 0, seed=3)
@@ -415,7 +415,7 @@ def test_nothing_is_unpickled_when_loading_or_on_the_wire():
     root = Path(__file__).resolve().parents[1]
     allowed = {
         "engines/restricted_npy.py",  # the unpickler that builds numpy arrays and nothing else
-        "engines/facemap_reference.py",  # runs in Facemap's own environment, reads the file Facemap just wrote
+        "engines/training/facemap_reference.py",  # runs in Facemap's own environment, reads the file Facemap just wrote
     }
     offences = []
     for folder in ("streamer", "engines", "camera_adapters"):

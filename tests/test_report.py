@@ -12,7 +12,7 @@ import pytest
 
 from facestream.engines.bodyparts import BODYPARTS
 from facestream.streamer.pose_h5 import PoseFile
-from facestream.streamer.report import figure, read_recording, summary
+from facestream.streamer.tools.report import figure, read_recording, summary
 
 CLI = [sys.executable, "-m", "facestream.streamer.cli"]
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from facestream.camera_adapters.synthetic import LATENT_NAMES, SyntheticCamera
+from facestream.camera_adapters.synthetic.camera import LATENT_NAMES, SyntheticCamera
 from facestream.engines.bodyparts import BODYPARTS
 from facestream.streamer.cli import main
 from facestream.streamer.config import ConfigError
-from facestream.engines.synthetic_neurons import NeuralPopulation
-from facestream.streamer.simulate import NEURAL_NAME, NEURAL_TIMES_NAME, POSE_NAME, VIDEO_NAME, write_session
+from facestream.engines.training.synthetic_neurons import NeuralPopulation
+from facestream.streamer.tools.simulate import NEURAL_NAME, NEURAL_TIMES_NAME, POSE_NAME, VIDEO_NAME, write_session
 
 FRAMES, FPS, SEED, SIZE = 30, 25.0, 4, (320, 240)
 NEURONS, NEURAL_RATE = 300, 20.0

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from facestream.camera_adapters.synthetic import SyntheticCamera
+from facestream.camera_adapters.synthetic.camera import SyntheticCamera
 from facestream.engines.bodyparts import BODYPARTS
 from facestream.engines.model_files import load_model
 from facestream.engines.tracker import load_tracker

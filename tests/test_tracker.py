@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from facestream.camera_adapters.registry import default_calibration
 from facestream.engines.bodyparts import BODYPARTS
 from facestream.engines.decode import decode
 from facestream.engines.fmnet import FMnet
@@ -353,7 +354,7 @@ def test_describe(model_dir, cache_home):
 
 
 def test_bundled_default_runs(cache_home):
-    tracker = load_tracker()
+    tracker = load_tracker(calibration=default_calibration())
     d = tracker.describe()
     assert (d["model"], d["trained"], d["channels"]) == ("facestream-default", True, CHANNELS)
     kp = tracker.infer(np.zeros((480, 640), dtype=np.uint8))
@@ -362,9 +363,9 @@ def test_bundled_default_runs(cache_home):
 
 def test_bundled_default_finds_the_keypoints(cache_home):
     """The shipped model on synthetic faces it was never trained on (held-out seeds)."""
-    from facestream.engines.evaluation import evaluate
+    from facestream.engines.training.evaluation import evaluate
 
-    result = evaluate(load_tracker(), 30)
+    result = evaluate(load_tracker(calibration=default_calibration()), 30)
     assert result["mean_px_error"] < 2.0
     assert all(row["mean_px_error"] is None or row["mean_px_error"] < 4.0 for row in result["per_keypoint"].values())
     assert result["likelihood_visible"] > result["likelihood_occluded"]

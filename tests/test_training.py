@@ -17,9 +17,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from facestream.camera_adapters.synthetic import SyntheticCamera
+from facestream.camera_adapters.synthetic.camera import SyntheticCamera
 from facestream.engines.bodyparts import BODYPARTS
-from facestream.engines.datasets import (
+from facestream.engines.training.datasets import (
     EVAL_SEED_START,
     TrainingError,
     TrainingSet,
@@ -29,11 +29,11 @@ from facestream.engines.datasets import (
     to_cells,
 )
 from facestream.engines.decode import decode
-from facestream.engines.evaluation import keypoint_metrics
+from facestream.engines.training.evaluation import keypoint_metrics
 from facestream.engines.model_files import PARAMS_NAME, STATE_NAME, load_model
 from facestream.engines.preprocess import make_geometry, preprocess
 from facestream.engines.tracker import load_tracker
-from facestream.engines.training import CHECKPOINT_NAME, TrainConfig, Trainer, heatmap_targets
+from facestream.engines.training.tracker_training import CHECKPOINT_NAME, TrainConfig, Trainer, heatmap_targets
 from facestream.streamer.cli import main
 
 from helpers import Payload

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from facestream.camera_adapters.base import Frame
-from facestream.camera_adapters.synthetic import SyntheticCamera
+from facestream.camera_adapters.synthetic.camera import SyntheticCamera
 from facestream.streamer.ringbuffer import RingBuffer
 from facestream.streamer.video_recorder import CSV_COLUMNS, VideoRecording, VideoRecordingError, check_video_path
 

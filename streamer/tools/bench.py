@@ -25,14 +25,14 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import psutil
 
 from facestream.streamer.client import Subscriber
-from facestream.streamer.config import Config
+from facestream.streamer.config import Settings
 from facestream.streamer.pipeline import Pipeline
 
 BENCH_FPS = 500.0
@@ -177,17 +177,15 @@ class _Page(threading.Thread):
                 return
         while self._window(page_open=False):
             self.opened_at = time.monotonic()
+            sent = self.pipeline.previews_sent()
             self.browser.open(self.url)
-            while self._newest_preview() < self.opened_at:  # previews flow: the page is open
+            while self.pipeline.previews_sent() == sent:  # previews flow: the page is open
                 if self._closing.wait(0.05):
                     return
             self.opened_at = None
             if not self._window(page_open=True):
                 return
             self.browser.close()
-
-    def _newest_preview(self) -> float:
-        return max((s.previews.last_sent for s in self.pipeline.streams), default=0.0)
 
     def _window(self, page_open: bool) -> bool:
         """Settle, then measure one window; False if the run ends first (the window is dropped)."""
@@ -390,7 +388,7 @@ def _over_time(rows: list, samples: list, t_start: float, interval_s: float) -> 
     ]
 
 
-def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: bool = True,
+def run_bench(cfg: Settings, on_status=None, should_stop=lambda: False, facemap: bool = True,
               interval_s: float = 60.0, browser: str | None = None,
               alternate_s: float | None = None) -> tuple[dict, list[float]]:
     """Run the pipeline under ``cfg`` (publish endpoint and subscriber wait set here) and measure it:
@@ -399,16 +397,15 @@ def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: b
     open in it from the first frame to the last; with ``alternate_s`` as well, closed and open in
     turn, and the JSON's ``monitor.page_cost`` compares frames/s in the two."""
     program = _Browser(browser) if browser else None
-    cfg["stream"]["publish"] = _free_endpoint()
-    cfg["stream"]["wait_subscribers"] = 1
+    # the page's monitor subscribes too, once the page is open (not waited for when it comes and goes)
+    waits = 2 if program is not None and alternate_s is None else 1
+    cfg = replace(cfg, stream=replace(cfg.stream, publish=_free_endpoint(), wait_subscribers=waits))
     if program is not None:
         port = _free_port()
-        cfg["monitor"].update(enabled=True, host="127.0.0.1", port=port)
-        if alternate_s is None:
-            cfg["stream"]["wait_subscribers"] = 2  # and the monitor's, which it makes once the page is open
+        cfg = replace(cfg, monitor=replace(cfg.monitor, enabled=True, host="127.0.0.1", port=port))
     ctx = mp.get_context("spawn")
     conn, child = ctx.Pipe()
-    sub = ctx.Process(target=_subscribe, args=(cfg["stream"]["publish"], child), daemon=True, name="facestream-bench-subscriber")
+    sub = ctx.Process(target=_subscribe, args=(cfg.stream.publish, child), daemon=True, name="facestream-bench-subscriber")
     sub.start()
     conn.poll(30) and conn.recv()
     pipeline = Pipeline(cfg, on_status=on_status)
@@ -427,7 +424,7 @@ def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: b
     try:
         if page is not None:
             page.start()
-        summary = pipeline.run(stop)
+        pipeline.run(stop)
     finally:
         sampler.stop()
         if page is not None:
@@ -438,17 +435,19 @@ def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: b
     received = conn.recv() if conn.poll(_QUIET_S + 5) else {"rows": [], "lost": None}  # it has seen the final meta
     sub.join(5)
     rows = received["rows"]
+    report = pipeline.report()
+    summary, tracker = report["stats"], report["tracker"]
     stages, p99s = summary["stages_ms"], summary["stages_p99_ms"]
     transport = [r[2] for r in rows]
     result = {
         "machine": machine(),
-        "engine": pipeline.tracker.describe()["engine"],
-        "engine_reason": pipeline.tracker.describe()["reason"],
-        "runtime": pipeline.tracker.describe()["runtime"],
-        "threads": pipeline.tracker.describe()["threads"],
-        "policy": cfg["stream"]["policy"],
-        "camera_fps": cfg["camera"]["fps"],
-        "cameras": len(cfg["camera"]["spec"]),
+        "engine": tracker["engine"],
+        "engine_reason": tracker["reason"],
+        "runtime": tracker["runtime"],
+        "threads": tracker["threads"],
+        "policy": cfg.stream.policy,
+        "camera_fps": cfg.camera.fps,
+        "cameras": len(cfg.camera.spec),
         "frames_per_batch": summary["frames_per_batch"],
         "frames": summary["frames"],
         "seconds": summary["seconds"],
@@ -462,10 +461,10 @@ def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: b
         "dropped": summary["dropped"],
         "subscriber": {"received": len(rows), "lost": received["lost"]},
         "cpu_percent": sampler.cpu_percent(),
-        "monitor": {"enabled": cfg["monitor"]["enabled"],
+        "monitor": {"enabled": cfg.monitor.enabled,
                     "page_open": program is not None and summary["frames"] > 0,
                     "browser": program.version if program is not None else None,
-                    "preview_fps": cfg["monitor"]["preview_fps"], "preview_width": cfg["monitor"]["preview_width"],
+                    "preview_fps": cfg.monitor.preview_fps, "preview_width": cfg.monitor.preview_width,
                     "alternate_s": alternate_s,
                     "page_cost": _page_cost(page.windows, rows) if alternate_s else None},
         "interval_s": interval_s,
@@ -478,23 +477,55 @@ def run_bench(cfg: Config, on_status=None, should_stop=lambda: False, facemap: b
     return result, [r[1] for r in rows]
 
 
-def _add_facemap(result: dict, cfg: Config) -> None:
+def _add_facemap(result: dict, cfg: Settings) -> None:
     """Facemap's own frames/s on the benchmark's frames, and the ratio, where Facemap is installed."""
-    from facestream.camera_adapters.synthetic import SyntheticCamera
-    from facestream.streamer.facemap_compare import facemap_fps, facemap_python
+    from facestream.camera_adapters.synthetic.camera import SyntheticCamera
+    from facestream.streamer.tools.facemap_compare import facemap_fps, facemap_python
 
     python = facemap_python()
     if python is None:
         result["facemap"] = {"error": "Facemap not found (set FACEMAP_PYTHON to an interpreter that has it)"}
         return
-    c = cfg["camera"]
-    camera = SyntheticCamera(c["width"], c["height"], c["fps"], c["seed"])
-    frames = np.stack([camera.render(k)[0] for k in range(min(c["loop"] or BENCH_LOOP, 200))])
-    found = facemap_fps(frames, c["fps"], python)
+    c = cfg.camera
+    camera = SyntheticCamera(c.width, c.height, c.fps, c.seed)
+    frames = np.stack([camera.render(k)[0] for k in range(min(c.loop or BENCH_LOOP, 200))])
+    found = facemap_fps(frames, c.fps, python)
     result["facemap"] = found
     if "fps" in found:
         result["facemap_fps"] = found["fps"]
         result["speedup_vs_facemap"] = round(result["fps"] / found["fps"], 2) if found["fps"] else None
+
+
+def summary_text(r: dict) -> str:
+    """The results for a person, a few lines."""
+    fmt = lambda p: "-" if p["p50"] is None else f"p50 {p['p50']:.2f}  p99 {p['p99']:.2f}  max {p['max']:.2f} ms"  # noqa: E731
+    stages = "  ".join(f"{k} {v['mean']:.2f}/{v['p99']:.2f}" for k, v in r["stages"].items())
+    d = r["dropped"]
+    lines = [
+        f"{r['engine']} ({r['runtime']}, {r['threads']} threads; {r['engine_reason']})",
+        f"  {r['fps']:.1f} frames/s over {r['frames']} frames, camera {r['camera_fps']:g} fps, policy {r['policy']}",
+        f"  capture -> subscriber  {fmt(r['latency_ms'])}",
+        f"  pipeline overhead (all but the tracker)  mean {r['overhead_ms']['mean']} ms, p99 {r['overhead_ms']['p99']} ms; publish -> subscriber p99 {r['transport_ms']['p99']} ms",
+        f"  stages mean/p99 ms: {stages}",
+        f"  dropped {d['total']} (camera {d['camera']}, overrun {d['overrun']}, skipped {d['skipped']}); subscriber lost {r['subscriber']['lost']}",
+        f"  CPU %: {r['cpu_percent']}",
+    ]
+    m = r["monitor"]
+    if m["page_cost"] is not None:
+        c = m["page_cost"]
+        ci = "" if c["change_pct_ci95"] is None else f" (95 % interval {c['change_pct_ci95'][0]:+.1f} to {c['change_pct_ci95'][1]:+.1f} %)"
+        change = "-" if c["change_pct"] is None else f"{c['change_pct']:+.1f} %{ci}"
+        lines.append(f"  monitor page in {m['browser']}, closed and open in turn ({c['pairs']} open windows of {m['alternate_s']:g} s): "
+                     f"frames/s {c['fps_closed']} closed, {c['fps_open']} open, change {change}; browser CPU {c['browser_cpu_percent']} %")
+    elif m["page_open"]:
+        lines.append(f"  monitor page open in {m['browser']} (previews {m['preview_fps']:g}/s, {m['preview_width']} px wide)")
+    elif m["enabled"]:
+        lines.append("  monitor on, no page open")
+    if r["facemap_fps"] is not None:
+        lines.append(f"  Facemap itself: {r['facemap_fps']:.1f} frames/s on the same frames ({r['speedup_vs_facemap']}x)")
+    elif r["facemap"]:
+        lines.append(f"  Facemap itself: not measured ({r['facemap']['error']})")
+    return "\n".join(lines)
 
 
 def plot_latency(latencies: list[float], result: dict, path: Path) -> None:

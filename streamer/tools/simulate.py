@@ -18,11 +18,11 @@ Files written into the output folder:
     ``/facestream/visible``: uint8 (nframes, 15), the visibility in Facemap's bodypart order.
   - ``/latents/<name>``: float64 (nframes,) for each latent behaviour (whisking phase and
     amplitude, sniffing, pupil, blink, lick, grooming, head motion, illumination, ...; see
-    ``facestream.camera_adapters.face_behaviour`` for units).
+    ``facestream.camera_adapters.synthetic.face_behaviour`` for units).
   - attributes on the root: ``fps``, ``seed``, ``width``, ``height``, ``frames``, ``bodyparts``.
 
 - ``neural.npy``: float32 (neurons, samples), the activity of a synthetic population driven by
-  the face's latent behaviours (``facestream.engines.synthetic_neurons``; the population's
+  the face's latent behaviours (``facestream.engines.training.synthetic_neurons``; the population's
   seed is the face's), sampled at its own rate (``neural_rate``, 30 Hz by default), as a
   two-photon or electrophysiology rig beside the camera would.
 - ``neural_t_ns.npy``: int64 (samples,), the neural sample times in ns on the frames' clock
@@ -41,9 +41,9 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from facestream.camera_adapters.synthetic import LATENT_NAMES, SyntheticCamera
+from facestream.camera_adapters.synthetic.camera import LATENT_NAMES, SyntheticCamera
 from facestream.engines.bodyparts import BODYPARTS, N_KEYPOINTS
-from facestream.engines.synthetic_neurons import NeuralPopulation, neural_times
+from facestream.engines.training.synthetic_neurons import NeuralPopulation, neural_times
 from facestream.streamer.config import ConfigError
 
 VIDEO_NAME = "synthetic.avi"

@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facestream.camera_adapters.video import VideoFileCamera
+from facestream.camera_adapters.registry import default_calibration
 from facestream.engines.tracker import Tracker, TrackerError, load_tracker
 from facestream.streamer.pose_h5 import PoseFile
 
@@ -67,7 +68,7 @@ def track_video(
     out = Path(out).expanduser() if out is not None else default_output(video)
     if not out.parent.is_dir():
         raise OSError(f"{out}: folder {out.parent} does not exist")
-    tracker = load_tracker(engine, model=model, bbox=bbox, threads=threads)
+    tracker = load_tracker(engine, model=model, bbox=bbox, threads=threads, calibration=default_calibration())
     camera = VideoFileCamera(video, realtime=False)
     camera.open()
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .bodyparts import N_KEYPOINTS
+from ..bodyparts import N_KEYPOINTS
 from .datasets import (
     HEATMAP_SIZE,
     LabelledFrames,
@@ -43,9 +43,9 @@ from .datasets import (
     load_refined_data,
     synthetic_frames,
 )
-from .fmnet import FMnet
-from .model_files import PARAMS_NAME, STATE_NAME, load_model
-from .onnx_engine import cache_dir
+from ..fmnet import FMnet
+from ..model_files import PARAMS_NAME, STATE_NAME, load_model
+from ..onnx_engine import cache_dir
 
 CHECKPOINT_NAME = "training_checkpoint.pth"
 CHECKPOINT_FORMAT = 1

@@ -1,120 +1,18 @@
-"""Camera adapters: one contract every adapter meets, then what each kind promises on its own."""
+"""The synthetic camera: a simulated mouse face whose true keypoints and behaviour are known."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from facestream.camera_adapters.base import Camera, CameraError
-from facestream.camera_adapters.registry import SPEC_FORMS, make_camera
-from facestream.camera_adapters.synthetic import LATENT_NAMES, SyntheticCamera
-from facestream.camera_adapters.video import VideoFileCamera
+from facestream.camera_adapters.synthetic.camera import LATENT_NAMES, SyntheticCamera
 from facestream.engines.bodyparts import BODYPARTS, N_KEYPOINTS
+from helpers import read_all
 
 K = {name: i for i, name in enumerate(BODYPARTS)}
 WHISKER_PAD = ("whisker(I)", "whisker(II)", "whisker(III)")
-VIDEO_FPS = 25.0
-VIDEO_FRAMES = 12
-VIDEO_SIZE = (160, 120)  # width, height
-
-
-def _video_frame(k: int) -> np.ndarray:
-    """A BGR frame with a gradient, a colour cast and a square that moves with k."""
-    w, h = VIDEO_SIZE
-    img = np.zeros((h, w, 3), np.uint8)
-    img[:, :, 0] = np.linspace(20, 120, w, dtype=np.uint8)[None, :]
-    img[:, :, 1] = 60
-    img[:, :, 2] = np.linspace(40, 200, h, dtype=np.uint8)[:, None]
-    x = 8 + 10 * k
-    img[30:70, x:x + 30] = (240, 250, 255)
-    return img
-
-
-def _write_video(path: Path, frames: list[np.ndarray]) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), VIDEO_FPS, VIDEO_SIZE, True)
-    assert writer.isOpened()
-    for f in frames:
-        writer.write(f)
-    writer.release()
-
-
-@pytest.fixture(scope="module")
-def video_file(tmp_path_factory) -> tuple[Path, list[np.ndarray]]:
-    frames = [_video_frame(k) for k in range(VIDEO_FRAMES)]
-    path = tmp_path_factory.mktemp("video") / "rig:session 1.avi"  # a colon and a space on purpose
-    _write_video(path, frames)
-    return path, frames
-
-
-FINITE_SOURCES = {
-    "synthetic": (lambda video: SyntheticCamera(160, 120, fps=0, seed=1, frames=9), 9),
-    "video": (lambda video: VideoFileCamera(video[0], realtime=False), VIDEO_FRAMES),
-}
-
-
-@pytest.fixture(params=sorted(FINITE_SOURCES))
-def finite_camera(request, video_file) -> tuple[Camera, int]:
-    make, n = FINITE_SOURCES[request.param]
-    return make(video_file), n
-
-
-# --- the contract -------------------------------------------------------------------------------
-
-
-def test_contract_reads_a_finite_source_to_its_end(finite_camera):
-    cam, n = finite_camera
-    with cam:
-        h, w = cam.shape
-        assert cam.fps >= 0
-        assert cam.describe() == {"name": cam.name, "height": h, "width": w, "fps": float(cam.fps)}
-        frames = []
-        while (f := cam.read()) is not None:
-            frames.append(f)
-            assert len(frames) <= n
-        assert cam.read() is None
-    assert len(frames) == n
-    for f in frames:
-        assert f.pixels.dtype == np.uint8 and f.pixels.shape == (h, w)
-        assert f.dropped_before == 0
-    ids = [f.frame_id for f in frames]
-    assert ids[0] == 0 and all(b > a for a, b in zip(ids, ids[1:]))
-    captures = [f.t_capture_ns for f in frames]
-    assert all(b >= a for a, b in zip(captures, captures[1:]))
-
-
-def test_contract_close_is_safe_twice_and_read_needs_open(finite_camera):
-    cam, _ = finite_camera
-    cam.close()
-    with pytest.raises(CameraError):
-        cam.read()
-    cam.open()
-    assert cam.read() is not None
-    cam.close()
-    cam.close()
-    with pytest.raises(CameraError):
-        cam.read()
-
-
-def test_contract_reopen_starts_again(finite_camera):
-    cam, _ = finite_camera
-    with cam:
-        first = cam.read()
-        cam.read()
-    with cam:
-        again = cam.read()
-    assert again.frame_id == 0
-    assert np.array_equal(first.pixels, again.pixels)
-
-
-# --- synthetic ----------------------------------------------------------------------------------
-
-
-def _read_all(cam: Camera) -> list:
-    with cam:
-        return list(iter(cam.read, None))
 
 
 _CAMERAS: dict[tuple, SyntheticCamera] = {}
@@ -140,9 +38,9 @@ def _episodes(on: np.ndarray) -> list[tuple[int, int]]:
 
 
 def test_synthetic_is_deterministic_for_a_seed_and_differs_between_seeds():
-    a = _read_all(SyntheticCamera(fps=0, seed=7, frames=4))
-    b = _read_all(SyntheticCamera(fps=0, seed=7, frames=4))
-    c = _read_all(SyntheticCamera(fps=0, seed=8, frames=4))
+    a = read_all(SyntheticCamera(fps=0, seed=7, frames=4))
+    b = read_all(SyntheticCamera(fps=0, seed=7, frames=4))
+    c = read_all(SyntheticCamera(fps=0, seed=8, frames=4))
     for fa, fb, fc in zip(a, b, c):
         assert np.array_equal(fa.pixels, fb.pixels) and np.array_equal(fa.truth, fb.truth)
         assert not np.array_equal(fa.pixels, fc.pixels)
@@ -433,119 +331,3 @@ def test_synthetic_unpaced_never_drops():
             time.sleep(0.01)
     assert [f.frame_id for f in frames] == list(range(5))
     assert all(f.dropped_before == 0 for f in frames)
-
-
-# --- video file ---------------------------------------------------------------------------------
-
-
-def test_video_delivers_every_written_frame_in_grayscale(video_file):
-    path, written = video_file
-    with VideoFileCamera(path, realtime=False) as cam:
-        assert cam.shape == (VIDEO_SIZE[1], VIDEO_SIZE[0])
-        assert cam.fps == pytest.approx(VIDEO_FPS)
-        frames = list(iter(cam.read, None))
-    assert [f.frame_id for f in frames] == list(range(VIDEO_FRAMES))
-    expected_ns = [k * 1e9 / VIDEO_FPS for k in range(VIDEO_FRAMES)]
-    assert [f.t_camera_ns for f in frames] == pytest.approx(expected_ns, abs=1e6)
-    gray = [cv2.cvtColor(w, cv2.COLOR_BGR2GRAY).astype(np.float32) for w in written]
-    for f in frames:
-        errors = [np.abs(f.pixels.astype(np.float32) - g).mean() for g in gray]
-        assert errors[f.frame_id] < 6, "codec loss only"
-        assert int(np.argmin(errors)) == f.frame_id
-    # grayscale as Facemap converts it, not another channel mix
-    blue_only = np.abs(frames[0].pixels.astype(np.float32) - written[0][:, :, 0]).mean()
-    assert blue_only > 3 * np.abs(frames[0].pixels.astype(np.float32) - gray[0]).mean()
-
-
-def test_video_realtime_paces_at_the_file_rate(video_file):
-    with VideoFileCamera(video_file[0], realtime=True) as cam:
-        t0 = time.monotonic()
-        n = len(list(iter(cam.read, None)))
-        elapsed = time.monotonic() - t0
-    assert n == VIDEO_FRAMES
-    expected = (VIDEO_FRAMES - 1) / VIDEO_FPS
-    assert expected - 0.02 < elapsed < expected + 0.5
-
-
-def test_video_loop_keeps_counting(video_file):
-    with VideoFileCamera(video_file[0], realtime=False, loop=True) as cam:
-        frames = [cam.read() for _ in range(2 * VIDEO_FRAMES + 3)]
-    ids = [f.frame_id for f in frames]
-    assert ids == list(range(len(frames)))
-    times = [f.t_camera_ns for f in frames]
-    assert all(b > a for a, b in zip(times, times[1:]))
-    assert np.array_equal(frames[0].pixels, frames[VIDEO_FRAMES].pixels)
-
-
-def _one_line_naming(err: CameraError, path: Path) -> None:
-    message = str(err)
-    assert "\n" not in message and str(path) in message
-
-
-def test_video_errors_name_the_file(tmp_path):
-    missing = tmp_path / "missing.avi"
-    with pytest.raises(CameraError) as err:
-        VideoFileCamera(missing).open()
-    _one_line_naming(err.value, missing)
-
-    garbage = tmp_path / "garbage.mp4"
-    garbage.write_bytes(b"this is not a video\n" * 200)
-    with pytest.raises(CameraError) as err:
-        VideoFileCamera(garbage).open()
-    _one_line_naming(err.value, garbage)
-
-    empty = tmp_path / "empty.avi"
-    _write_video(empty, [])
-    if not empty.exists():
-        empty.write_bytes(b"")
-    with pytest.raises(CameraError) as err:
-        VideoFileCamera(empty).open()
-    _one_line_naming(err.value, empty)
-
-
-# --- registry -----------------------------------------------------------------------------------
-
-
-def test_registry_builds_each_kind(video_file):
-    cam = make_camera("synthetic", width=320, height=240, fps=30, seed=2, frames=3)
-    assert isinstance(cam, SyntheticCamera) and cam.shape == (240, 320) and cam.fps == 30
-    assert len(_read_all(cam)) == 3
-
-    path = video_file[0]
-    assert ":" in path.name
-    cam = make_camera(f"video:{path}", realtime=False)
-    assert isinstance(cam, VideoFileCamera) and cam.path == path and not cam.realtime
-    assert len(_read_all(cam)) == VIDEO_FRAMES
-    assert SPEC_FORMS[:2] == ("synthetic", "video:PATH")
-
-
-@pytest.mark.parametrize("spec", ["webcam0", "", "synthetic:3", "video:", "pylonx:12"])
-def test_registry_rejects_bad_specs_in_one_line(spec):
-    with pytest.raises(CameraError) as err:
-        make_camera(spec)
-    message = str(err.value)
-    assert "\n" not in message
-    if spec in ("webcam0", "", "pylonx:12"):
-        assert all(form in message for form in SPEC_FORMS)
-
-
-def test_registry_builds_rig_cameras_without_opening_them():
-    from facestream.camera_adapters.pylon import PylonCamera, PylonSettings
-    from facestream.camera_adapters.webcam import WebcamCamera
-
-    first = make_camera("pylon")
-    assert isinstance(first, PylonCamera) and first.serial == "" and first.settings == PylonSettings()
-    chosen = make_camera("pylon:40012345", pylon={"roi": [0, 0, 320, 240], "trigger": "line1", "buffers": 8})
-    assert chosen.serial == "40012345"
-    assert chosen.settings == PylonSettings(roi=(0, 0, 320, 240), trigger="line1", buffers=8)
-    webcam = make_camera("webcam:1")
-    assert isinstance(webcam, WebcamCamera) and webcam.index == 1
-    assert SPEC_FORMS[2:] == ("pylon[:SERIAL]", "webcam:INDEX")
-
-
-def test_unpaced_flag_sets_video_files_to_decode_speed():
-    from facestream.streamer.cli import _overrides
-    from facestream.streamer.config import load_config
-
-    assert load_config(overrides=_overrides(realtime=False))["camera"]["realtime"] is False
-    assert load_config(overrides=_overrides(realtime=None))["camera"]["realtime"] is True

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facestream.engines import facemap_reference
+from facestream.engines.training import facemap_reference
 from facestream.engines.model_files import BUNDLED_DIR, PARAMS_NAME, STATE_NAME
 
 _TIMEOUT_S = 900

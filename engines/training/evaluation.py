@@ -6,21 +6,19 @@ keypoints in view (the synthetic camera's truth says which); the likelihood is r
 separately for keypoints in view and out of view or hidden, since a useful likelihood is lower
 on the latter. The metrics are a pure function of predictions and truth (``keypoint_metrics``)
 so that they can be checked on arrays worked out by hand.
-
-``available_models`` lists the models a tracker can be built from: the bundled default and
-those in Facemap's model folder.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-from .bodyparts import BODYPARTS, N_KEYPOINTS
-from .datasets import EVAL_SEED_START, SYNTHETIC_FPS, frame_ids
-from .model_files import STATE_NAME, ModelFileError, facemap_models_dir, load_model
-from .tracker import Tracker
+from facestream.camera_adapters.synthetic.camera import SyntheticCamera
+from facestream.camera_adapters.synthetic.sampling import SYNTHETIC_FPS, frame_ids
+
+from ..bodyparts import BODYPARTS, N_KEYPOINTS
+from ..tracker import Tracker
+from .datasets import EVAL_SEED_START
 
 WITHIN_PX = 5.0
 EVAL_SEEDS = 10  # faces the evaluation frames are spread over
@@ -69,8 +67,6 @@ def keypoint_metrics(predicted: np.ndarray, truth: np.ndarray) -> dict:
 
 def eval_frames(frames: int, width: int = 640, height: int = 480, seeds: int = EVAL_SEEDS):
     """(seed, frame_id, pixels, truth) for ``frames`` evaluation frames spread over held-out seeds."""
-    from facestream.camera_adapters.synthetic import SyntheticCamera
-
     seeds = max(1, min(seeds, frames))
     for i in range(seeds):
         seed = EVAL_SEED_START + i
@@ -116,31 +112,16 @@ def evaluate(
     return result
 
 
-def available_models() -> list[dict]:
-    """The bundled default and every model in Facemap's folder (state files and model folders).
-
-    Each entry: name, state, params, trained, channels, sha256 (12 hex), default; a file that does
-    not load as a tracker model is listed with its path and an ``error`` instead.
-    """
-    entries = [_entry(None, default=True)]
-    folder = facemap_models_dir()
-    if folder.is_dir():
-        candidates = sorted(folder.glob("*.pt")) + sorted(p for p in folder.iterdir() if (p / STATE_NAME).is_file())
-        entries += [_entry(path, default=False) for path in candidates]
-    return entries
-
-
-def _entry(path: Path | None, default: bool) -> dict:
-    try:
-        model = load_model(path)
-    except ModelFileError as exc:
-        return {"state": str(path), "error": str(exc), "default": default}
-    return {
-        "name": model.name,
-        "state": str(model.state_path),
-        "params": str(model.params_path),
-        "trained": model.trained,
-        "channels": list(model.channels),
-        "sha256": model.sha256[:12],
-        "default": default,
-    }
+def result_lines(result: dict) -> list[str]:
+    """``evaluate``'s result as a table for a person: each keypoint, then the whole."""
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    lines = [f"{result['model']} ({result['engine']}) on {result['frames']} held-out frames",
+             f"{'keypoint':<14}{'error px':>10}{f'<= {WITHIN_PX:g} px':>10}{'in view':>9}"]
+    for name, row in result["per_keypoint"].items():
+        lines.append(f"{name:<14}{fmt(row['mean_px_error'], '10.2f')}{fmt(row['within_5px'], '10.1%')}{row['visible']:>9}")
+    lines.append(
+        f"mean {fmt(result['mean_px_error'], '.2f')} px, median {fmt(result['median_px_error'], '.2f')} px, "
+        f"within {WITHIN_PX:g} px {fmt(result['within_5px'], '.1%')}; likelihood in view "
+        f"{fmt(result['likelihood_visible'], '.3f')}, out of view or hidden {fmt(result['likelihood_occluded'], '.3f')}"
+    )
+    return lines

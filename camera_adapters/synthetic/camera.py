@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .base import Camera, CameraError, Frame
+from ..base import Camera, CameraError, Frame
 from .face_behaviour import LATENT_NAMES
 from .face_model import FaceModel
 from .face_renderer import FaceRenderer

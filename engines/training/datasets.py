@@ -34,15 +34,16 @@ import cv2
 import numpy as np
 import torch
 
-from .bodyparts import BODYPARTS, N_KEYPOINTS
-from .model_files import ModelFileError
-from .preprocess import INPUT_SIZE, Geometry, make_geometry, preprocess
-from .restricted_npy import UnsafeFileError, load_object_npy
+from facestream.camera_adapters.synthetic.camera import SyntheticCamera
+from facestream.camera_adapters.synthetic.sampling import FRAME_SPAN, SYNTHETIC_FPS, frame_ids
+
+from ..bodyparts import BODYPARTS, N_KEYPOINTS
+from ..model_files import ModelFileError
+from ..preprocess import INPUT_SIZE, Geometry, make_geometry, preprocess
+from ..restricted_npy import UnsafeFileError, load_object_npy
 
 HEATMAP_SIZE = INPUT_SIZE // 4  # the network's output maps: one cell per 4x4 input pixels
 EVAL_SEED_START = 10_000  # synthetic seeds >= this are never trained on
-SYNTHETIC_FPS = 50.0  # the synthetic camera's frame rate, which sets its time axis
-FRAME_SPAN = 180_000  # frame ids are drawn from an hour of the face's life at 50 frames/s
 
 # Augmentation ranges at strength 1: zoom 1 +- 0.1, rotation +- 10 degrees, shift +- 5 % of the
 # frame's sides; with probability 0.5 Facemap's brightness (+- 0.2 of the image's maximum) and
@@ -110,14 +111,7 @@ class RefinedFrames:
         return self.images[index]
 
 
-def frame_ids(seed: int, count: int) -> np.ndarray:
-    """``count`` distinct frame ids of a synthetic seed, spread over an hour of its behaviour."""
-    return np.sort(np.random.default_rng([seed, 0x5EED]).choice(FRAME_SPAN, size=count, replace=False))
-
-
 def _render_seed(width: int, height: int, seed: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    from facestream.camera_adapters.synthetic import SyntheticCamera
-
     camera = SyntheticCamera(width, height, fps=SYNTHETIC_FPS, seed=seed)
     frames = np.empty((count, height, width), np.uint8)
     keypoints = np.empty((count, N_KEYPOINTS, 3), np.float32)

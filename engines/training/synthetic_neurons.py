@@ -2,7 +2,7 @@
 
 Fitting and checking a keypoints-to-neural encoder needs activity whose dependence on the
 face is known. Each neuron here reads a few of the face's latent behaviours (see
-``facestream.camera_adapters.face_behaviour``), turned into drivers of about unit scale
+``facestream.camera_adapters.synthetic.face_behaviour``), turned into drivers of about unit scale
 (:data:`DRIVERS`), through one temporal kernel of its own:
 
     activity_i(t) = softplus(gain_i * sum_j w_ij * (k_i * driver_j)(t - shift_i) + bias_i)

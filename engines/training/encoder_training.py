@@ -38,6 +38,7 @@ The causal model (look-ahead L frames, 0 by default) and the symmetric Facemap-s
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,8 +49,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .bodyparts import BODYPARTS, N_KEYPOINTS
-from .encoder import N_IN, InputSpec, KeypointsEncoder, NeuralProjection, clean_and_normalise, save_encoder
+from ..bodyparts import BODYPARTS, N_KEYPOINTS
+from ..encoder import N_IN, InputSpec, KeypointsEncoder, NeuralProjection, clean_and_normalise, save_encoder
 
 KEYPOINTS_SUFFIX = "_FacemapPose.h5"
 NEURAL_NAME = "neural.npy"
@@ -536,13 +537,34 @@ class TrainingResult:
     frame_rate_hz: float
     summary: dict[str, Any]
 
-    def save(self, path: str | Path, name: str) -> None:
-        """Write the causal encoder (with the projection when it outputs PCs)."""
+    def save(self, path: str | Path) -> None:
+        """Write the causal encoder (with the projection when it outputs PCs), named after the
+        file; written beside it first and moved into place, so a failed save leaves no half file."""
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         pcs = self.settings.output == "pcs"
-        save_encoder(
-            self.module, path, name=name, kind=self.settings.output, inputs=self.spec, trained=True,
-            frame_rate_hz=self.frame_rate_hz, projection=self.projection if pcs else None,
-            n_neurons=self.projection.n_neurons, training=self.summary,
+        try:
+            save_encoder(
+                self.module, tmp, name=target.stem, kind=self.settings.output, inputs=self.spec, trained=True,
+                frame_rate_hz=self.frame_rate_hz, projection=self.projection if pcs else None,
+                n_neurons=self.projection.n_neurons, training=self.summary,
+            )
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def line(self) -> str:
+        """The scores in one line for a person."""
+        r = self.summary
+        symmetric = (f", {r['test_variance_explained_noncausal']:.3f} symmetric (+-{r['noncausal_lookahead_frames']} frames)"
+                     if "test_variance_explained_noncausal" in r else "")
+        control = (f", shuffled control {r['test_variance_explained_shuffled']:.3f}"
+                   if "test_variance_explained_shuffled" in r else "")
+        return (
+            f"test variance explained {r['test_variance_explained']:.3f} causal "
+            f"(look-ahead {self.settings.lookahead_frames} frames, {r['lookahead_ms']:.0f} ms){symmetric}{control}; "
+            f"{r['n_pcs']} PCs of {r['n_neurons']} neurons, {r['frames_train']} training / {r['frames_test']} test frames, "
+            f"{r['seconds']:.0f} s"
         )
 
 

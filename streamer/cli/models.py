@@ -1,0 +1,262 @@
+"""Model and data commands: fetch, list, build, train and measure the tracker and the encoder."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from facestream.engines.registry import EXPORTABLE
+from facestream.engines.registry import HELP as ENGINE_HELP
+from facestream.streamer.cli.common import StopFlag, fail, guarded, parse_bbox, say
+from facestream.streamer.config import ConfigError
+
+
+@click.command("fetch-models")
+@click.option("--dest", type=click.Path(file_okay=False), help="Folder for the two files (default ~/.facemap/models, where Facemap looks).")
+@click.option("--url-state", help="Address of the state file (default: Facemap's base model).")
+@click.option("--url-params", help="Address of the params file (default: Facemap's base model).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Seconds to wait for the server before an attempt fails.")
+@click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True, help="Further attempts per file after a lost connection, timeout or server error.")
+def fetch_models(dest, url_state, url_params, timeout, retries) -> None:
+    """Download Facemap's base tracker model and check that it loads."""
+
+    def body() -> None:
+        from facestream.engines.fetch import PARAMS_URL, STATE_URL
+        from facestream.engines.fetch import fetch_models as fetch
+
+        model = fetch(dest, url_state or STATE_URL, url_params or PARAMS_URL, timeout=timeout, retries=retries)
+        say(f"Facemap model in {model.state_path.parent} (sha256 {model.sha256[:12]}, channels {list(model.channels)})")
+
+    guarded(body)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def models(as_json) -> None:
+    """List the tracker models --model can name: the bundled default and ~/.facemap/models/."""
+
+    def body() -> None:
+        from facestream.engines.model_files import available_models
+
+        entries = available_models()
+        if as_json:
+            click.echo(json.dumps(entries))
+            return
+        for entry in entries:
+            mark = "*" if entry["default"] else " "
+            if "error" in entry:
+                click.echo(f"{mark} {entry['state']}: {entry['error']}")
+            else:
+                state = "trained" if entry["trained"] else "untrained"
+                click.echo(f"{mark} {entry['name']} ({state}, {entry['sha256']})  {entry['state']}  params {entry['params']}")
+        click.echo("(* = the default)")
+
+    guarded(body)
+
+
+@click.command("export")
+@click.option("--engine", type=click.Choice(EXPORTABLE), default="onnx-int8", show_default=True, help="What to build.")
+@click.option("--model", help="Facemap model state file (*.pt) or folder; default: the bundled model.")
+@click.option("--calibration", type=click.Path(dir_okay=False), help="int8: a video of your rig whose frames calibrate it (default: the synthetic face).")
+@click.option("--bbox", help="int8: the crop ROW1,ROW2,COL1,COL2 the tracker will use (calibration sees what the tracker sees).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Also copy the built file here (an .onnx runs in any ONNX runtime).")
+def export(engine, model, calibration, bbox, out) -> None:
+    """Build an engine ahead of a run into the cache (~/.cache/facestream), with its progress.
+
+    Runs find it there: a TensorRT build takes tens of seconds to minutes, an int8 calibration a
+    few seconds; both are cached by model, calibration, runtime version (and GPU for TensorRT).
+    """
+
+    def body() -> None:
+        import shutil
+
+        from facestream.camera_adapters.registry import default_calibration
+        from facestream.engines.model_files import load_model
+        from facestream.engines.preprocess import BboxError, check_bbox
+        from facestream.engines.quantize import VideoCalibration
+        from facestream.engines.registry import ENGINES, BuildOptions
+
+        kind = ENGINES[engine]
+        missing = kind.missing()
+        if missing is not None:
+            fail(f"cannot build a {kind.runtime} engine here: {engine} {missing}")
+        try:
+            crop = check_bbox(parse_bbox(bbox))
+        except BboxError as e:
+            raise ConfigError(f"--bbox: {e}") from None
+        source = VideoCalibration(Path(calibration)) if calibration else default_calibration()
+        if kind.calibrated:
+            say(f"{engine}, calibrated on {calibration or 'the synthetic face'}")
+        path = kind.export(load_model(model), BuildOptions(threads=0, bbox=crop, calibration=source), _BuildProgress())
+        click.echo(str(path))
+        if out:
+            shutil.copyfile(path, out)
+
+    guarded(body)
+
+
+class _BuildProgress:
+    """Build phases as progress bars on stderr (top-level phases only)."""
+
+    def __init__(self) -> None:
+        self.bars: dict = {}
+
+    def __call__(self, phase: str, step: int, steps: int) -> None:
+        from tqdm import tqdm
+
+        bar = self.bars.get(phase)
+        if bar is None:
+            bar = self.bars[phase] = tqdm(total=steps, desc=phase, unit="step", leave=False)
+        bar.update(step - bar.n)
+        if step >= steps:
+            bar.close()
+
+
+_RESUME_KEEPS = {"out", "resume", "quiet"}
+
+
+@click.command("train-tracker")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the model files and the checkpoint (default ./trained_tracker).")
+@click.option("--from", "init", help="Starting weights: default (the bundled model), scratch (a new network), or a Facemap model file or folder.")
+@click.option("--data", multiple=True, help="synthetic, or a Facemap *_Facemap_refined_data.npy; repeat to combine (default synthetic).")
+@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps (instead of --epochs).")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Passes over the labelled frames (default 36, Facemap's).")
+@click.option("--batch", type=click.IntRange(min=1), help="Frames per step (default 8).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (default 1e-4 fine-tuning, 2e-3 from scratch).")
+@click.option("--schedule", help="facemap (lr /10, /25 over the last 6/36, 3/36) | cosine (warm-up, cosine decay); default by --from.")
+@click.option("--seed", type=click.IntRange(min=0), help="Seed of the initial weights, batch order and augmentation (default 0).")
+@click.option("--augment", type=click.FloatRange(0, 3), help="Augmentation strength, 0 = none (default 1).")
+@click.option("--synthetic-seeds", type=click.IntRange(min=1), help="Distinct synthetic faces (default 512).")
+@click.option("--frames-per-seed", type=click.IntRange(min=1), help="Rendered frames of each synthetic face (default 24).")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), help="Steps between checkpoints (default 200).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint, with its own settings.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train_tracker(out, resume, quiet, **settings) -> None:
+    """Train the tracker on synthetic faces and/or Facemap's refined data (Facemap's recipe).
+
+    Writes facemap_model_state.pt and facemap_model_params.pth (Facemap's format, usable with
+    --model) and a resumable checkpoint into --out. Ctrl-C saves and stops; --resume goes on.
+    """
+
+    def body() -> None:
+        import shlex
+
+        from facestream.engines.training.tracker_training import TrainConfig, Trainer
+
+        if resume:
+            ctx = click.get_current_context()
+            given = [f"--{name.replace('_', '-')}" for name in ctx.params
+                     if name not in _RESUME_KEEPS and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+            if given:
+                raise ConfigError(f"--resume continues the run with its own settings; drop {', '.join(given)}")
+            trainer = Trainer.resume(out or TrainConfig.out, progress=not quiet)
+        else:
+            chosen = {k: v for k, v in settings.items() if v is not None and v != ()}
+            if "data" in chosen:
+                chosen["data"] = tuple(chosen["data"])
+            config = TrainConfig(out=out or TrainConfig.out, command=shlex.join(["facestream", *sys.argv[1:]]), **chosen)
+            trainer = Trainer.start(config, progress=not quiet)
+        cfg = trainer.config
+        say(f"training {cfg.name}: step {trainer.step} of {cfg.steps}, batch {cfg.batch}, lr {cfg.lr:g} ({cfg.schedule}), "
+            f"{len(trainer.data)} frames, {cfg.precision}, {cfg.threads} threads (Ctrl-C saves and stops)")
+        result = trainer.run(should_stop=StopFlag(), progress=not quiet)
+        recent = result.losses[-100:]
+        say(f"step {result.step} of {result.total_steps} ({result.seconds_per_step:.2f} s/step), "
+            f"loss {sum(recent) / max(len(recent), 1):.3f} -> {result.out}")
+        if not result.complete:
+            fail(f"stopped at step {result.step}; `facestream train-tracker --resume --out {shlex.quote(str(result.out))}` goes on", 130)
+
+    guarded(body)
+
+
+@click.command("eval")
+@click.option("--frames", type=click.IntRange(min=1), default=300, show_default=True, help="Held-out synthetic frames to track.")
+@click.option("--model", help="Facemap model state file (*.pt) or folder; default: the bundled model.")
+@click.option("--engine", default="onnx", show_default=True, help=ENGINE_HELP + " Default onnx: fp32, Facemap's own numbers.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="CPU inference threads (0 = one per core, at most 4).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def eval_command(frames, model, engine, threads, as_json, quiet) -> None:
+    """Pixel error of a tracker on 640x480 synthetic faces never used in training."""
+
+    def body() -> None:
+        from tqdm import tqdm
+
+        from facestream.camera_adapters.registry import default_calibration
+        from facestream.engines.tracker import load_tracker
+        from facestream.engines.training.evaluation import evaluate, result_lines
+
+        tracker = load_tracker(engine, model, threads=threads, calibration=default_calibration())
+        with tqdm(total=frames, desc="evaluating", unit="frame", disable=quiet, leave=False) as bar:
+            result = evaluate(tracker, frames, progress=lambda n: bar.update(n - bar.n))
+        click.echo(json.dumps(result) if as_json else "\n".join(result_lines(result)))
+
+    guarded(body)
+
+
+@click.command("train-encoder")
+@click.argument("session_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Encoder file to write (.npz), for `facestream run --encoder`.")
+@click.option("--keypoints", type=click.Path(dir_okay=False), help="Keypoints in Facemap's layout (*_FacemapPose.h5); default: the one in SESSION_DIR.")
+@click.option("--neural", type=click.Path(dir_okay=False), help="Neural activity, neurons x samples (.npy); default: SESSION_DIR/neural.npy.")
+@click.option("--neural-times", type=click.Path(dir_okay=False), help="The neural samples' times in ns on the frames' clock (.npy); default: SESSION_DIR/neural_t_ns.npy if there, else spread evenly over the frames.")
+@click.option("--frame-times", type=click.Path(dir_okay=False), help="Frame times in ns (.npy); default: those recorded in the keypoints file.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Frame rate, for keypoints files without frame times (frame k at k / fps).")
+@click.option("--output", type=click.Choice(["pcs", "neurons"]), default="pcs", show_default=True, help="Predict the population's principal components or every neuron.")
+@click.option("--pcs", type=click.IntRange(min=1), default=128, show_default=True, help="Principal components (fewer if there are fewer neurons).")
+@click.option("--lookahead", type=click.IntRange(0, 100), default=0, show_default=True, help="Future frames the filter sees; each costs one frame period of latency.")
+@click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True, help="Passes over the training segments, at most.")
+@click.option("--patience", type=click.IntRange(min=0), default=20, show_default=True, help="Stop this many epochs after the best validation score and keep that epoch's weights (0 = run every epoch, as Facemap).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="AdamW learning rate (divided by 10 at 2/3 and 5/6 of the epochs).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the initial weights and the segment order.")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True, help="Torch threads (0 = one per core).")
+@click.option("--shuffled-control", is_flag=True, help="Also train on activity shifted half the session against the keypoints and report its test variance explained.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results on stdout.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_encoder(session_dir, out, keypoints, neural, neural_times, frame_times, fps, output, pcs, lookahead,
+                  epochs, patience, lr, seed, threads, shuffled_control, as_json, quiet) -> None:
+    """Train the causal keypoints-to-neural encoder on a paired recording (Facemap's recipe),
+    and the symmetric Facemap-style model on the same split for comparison.
+
+    SESSION_DIR holds one *_FacemapPose.h5, neural.npy and, if the rates differ, neural_t_ns.npy
+    (as `facestream simulate` writes them); the options name files instead or as well.
+    """
+
+    def body() -> None:
+        from facestream.engines.training.encoder_training import (
+            EncoderTrainingError,
+            TrainSettings,
+            load_recording,
+            session_files,
+            train_encoders,
+        )
+
+        found = session_files(session_dir) if session_dir else {}
+        files = {"keypoints": keypoints or found.get("keypoints"), "neural": neural or found.get("neural")}
+        for what, path in files.items():
+            if path is None:
+                where = f"{session_dir} has none" if session_dir else "no SESSION_DIR"
+                raise EncoderTrainingError(f"no {what} file: {where}; name one with --{what}")
+        target = Path(out)
+        if not target.parent.is_dir():
+            raise EncoderTrainingError(f"--out {target}: folder {target.parent} does not exist")
+        if target.is_dir():
+            raise EncoderTrainingError(f"--out {target} is a folder")
+        settings = TrainSettings(
+            n_pcs=pcs, output=output, lookahead_frames=lookahead, epochs=epochs, patience=patience, lr=lr, seed=seed,
+            threads=threads, shuffled_control=shuffled_control,
+        )
+        recording = load_recording(
+            files["keypoints"], files["neural"], neural_times or found.get("neural_times"), frame_times, fps)
+        result = train_encoders(recording, settings, progress=not quiet)
+        result.save(target)
+        say(f"{result.line()} -> {target}")
+        if as_json:
+            click.echo(json.dumps({**result.summary, "out": str(target)}))
+
+    guarded(body)
+
+
+COMMANDS = (fetch_models, models, export, train_tracker, eval_command, train_encoder)

@@ -1,0 +1,135 @@
+"""Tool commands: benchmark the pipeline, track a recorded video, simulate a session, report a
+recording. Each imports its tool only when it runs."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from facestream.engines.registry import HELP as ENGINE_HELP
+from facestream.streamer.cli.common import StatusLine, StopFlag, fail, guarded, overrides, parse_bbox, say
+from facestream.streamer.config import load_config
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file (its camera is replaced by the synthetic one).")
+@click.option("--frames", type=click.IntRange(min=1), default=1000, show_default=True, help="Frames to process.")
+@click.option("--fps", type=click.FloatRange(min=0), default=500.0, show_default=True, help="Synthetic camera frame rate (0 = as fast as it can write).")
+@click.option("--loop", type=click.IntRange(min=0, max=10000), default=200, show_default=True, help="Frames drawn once and replayed (0 = draw every frame, which costs the capture process ~1.5 ms each).")
+@click.option("--cameras", type=click.IntRange(min=1, max=16), default=1, show_default=True, help="Synthetic cameras at once (one tracker batches them).")
+@click.option("--engine", help=ENGINE_HELP)
+@click.option("--model", help="Facemap model state file (*.pt) or folder.")
+@click.option("--threads", type=int, help="CPU inference threads (0 = one per core, at most 4).")
+@click.option("--policy", help="latest | every.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results to this JSON file ('-' = stdout).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Plot the latency distribution to this PNG or SVG file.")
+@click.option("--facemap/--no-facemap", default=True, show_default=True, help="Also time Facemap itself on the same frames, where it is installed (FACEMAP_PYTHON).")
+@click.option("--soak", type=click.FloatRange(min=0, min_open=True), help="Run for this many minutes instead of --frames; the JSON's over_time shows latency and memory over time.")
+@click.option("--interval", type=click.FloatRange(min=1), default=60.0, show_default=True, help="Seconds per row of over_time (latency percentiles and memory).")
+@click.option("--browser", metavar="PATH", help="Also run the monitor, its page open in this browser (headless, e.g. /usr/bin/chromium) for the whole run; CPU per process then shows 'monitor' and 'browser'.")
+@click.option("--alternate", type=click.FloatRange(min=1), metavar="SECONDS", help="With --browser: close and open the page in turn, measuring SECONDS in each state, and compare frames/s with and without it (the JSON's monitor.page_cost).")
+def bench(config_path, frames, fps, loop, cameras, json_path, plot_path, facemap, soak, interval, browser, alternate, **flags) -> None:
+    """Measure the real pipeline: frames/s, capture-to-subscriber latency, stages, drops, CPU."""
+
+    def body() -> None:
+        from facestream.streamer.tools.bench import plot_latency, run_bench, summary_text
+
+        if alternate and not browser:
+            fail("--alternate needs --browser: the page to open and close")
+        run = {"frames": 0, "duration": soak * 60} if soak else {"frames": frames}
+        bench_camera = {
+            "camera": {"spec": ["synthetic"] * cameras, "names": [], "loop": loop},
+            "record": {"path": ""},
+            "stream": {"curve_secret": "", "curve_clients": ""},  # its own subscriber has no keys: plain publishing
+            "run": run,
+        }
+        given = overrides(fps=fps, **flags)
+        for section, values in bench_camera.items():
+            given[section] = {**given.get(section, {}), **values}
+        cfg = load_config(config_path, given)
+        status = StatusLine()
+        try:
+            result, latencies = run_bench(cfg, on_status=status, should_stop=StopFlag(), facemap=facemap, interval_s=interval,
+                                          browser=browser, alternate_s=alternate)
+        finally:
+            status.end()
+        click.echo(summary_text(result))
+        text = json.dumps(result, indent=2)
+        if json_path == "-":
+            click.echo(text)
+        elif json_path:
+            with open(json_path, "w") as f:
+                f.write(text + "\n")
+        if plot_path and latencies:
+            plot_latency(latencies, result, plot_path)
+
+    guarded(body)
+
+
+@click.command()
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option("--model", help="Facemap model state file (*.pt) or folder; default: the bundled model.")
+@click.option("--bbox", help="Crop ROW1,ROW2,COL1,COL2 (Facemap's convention).")
+@click.option("--engine", default="onnx", show_default=True, help=ENGINE_HELP + " Default onnx: fp32, Facemap's own numbers.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Keypoints file (default: <video stem>_FacemapPose.h5 beside the video).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Frames per network call.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="CPU inference threads (0 = one per core, at most 4).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def track(video, model, bbox, engine, out, batch, threads, quiet) -> None:
+    """Track a recorded video offline into Facemap's keypoints file (h5)."""
+
+    def body() -> None:
+        from facestream.streamer.tools.track import track_video
+
+        crop = parse_bbox(bbox)
+        result = track_video(
+            video, out=out, model=model, bbox=None if crop is None else tuple(crop), engine=engine,
+            batch=batch, threads=threads, progress=not quiet,
+        )
+        say(f"{result.frames} frames in {result.seconds:.1f} s ({result.fps:.1f} frames/s) -> {result.path}")
+
+    guarded(body)
+
+
+@click.command()
+@click.option("--frames", type=click.IntRange(min=1), required=True, help="Frames to render.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder to write into (created if missing).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="The animal, its look and its behaviour.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=50.0, show_default=True, help="Nominal frame rate: the timestamps and the speed of the behaviour.")
+@click.option("--width", type=click.IntRange(min=64), default=640, show_default=True, help="Frame width.")
+@click.option("--height", type=click.IntRange(min=48), default=480, show_default=True, help="Frame height.")
+@click.option("--neurons", type=click.IntRange(min=0), default=1000, show_default=True, help="Synthetic neurons driven by the behaviour (0 = no neural files).")
+@click.option("--neural-rate", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Their sampling rate in Hz (the neural rig's clock is the camera's).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def simulate(frames, out_dir, seed, fps, width, height, neurons, neural_rate, quiet) -> None:
+    """Write a synthetic session: video, true keypoints (Facemap's h5), latent behaviour and
+    the activity of a neural population driven by it (neural.npy, neural_t_ns.npy)."""
+
+    def body() -> None:
+        from facestream.streamer.tools.simulate import write_session
+
+        session = write_session(
+            out_dir, frames, seed=seed, fps=fps, width=width, height=height, neurons=neurons,
+            neural_rate=neural_rate, progress=not quiet,
+        )
+        neural = f", {session.neural} ({session.neurons} neurons at {neural_rate:g} Hz)" if session.neural else ""
+        say(f"{session.frames} frames -> {session.video}, {session.pose}{neural}")
+
+    guarded(body)
+
+
+@click.command()
+@click.argument("recording", type=click.Path(dir_okay=False))
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Image (.png, .svg, .pdf) or page (.html); default: <recording>_report.png beside it.")
+def report(recording, out) -> None:
+    """Plot a recording's keypoints, likelihoods, latency and drops to an image or a web page."""
+
+    def body() -> None:
+        from facestream.streamer.tools.report import write_report
+
+        say(f"report -> {write_report(recording, out)}")
+
+    guarded(body)
+
+
+COMMANDS = (bench, track, simulate, report)
