@@ -6,6 +6,11 @@ file behind that every later load trips over. Here each attempt has a timeout, t
 failures are retried with exponential backoff, both files are downloaded into a temporary
 folder inside the destination and checked with ``model_files.load_model`` there, and only then
 moved into place with ``os.replace``: the destination never holds a partial or unloadable file.
+
+The two addresses are Facemap's unless given, or unless ``FACESTREAM_FACEMAP_STATE_URL`` /
+``FACESTREAM_FACEMAP_PARAMS_URL`` name others (a mirror for a rig behind a proxy, or a local
+server in the tests): the environment is how ``--model facemap``, which fetches on first use,
+is pointed elsewhere.
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ from .model_files import PARAMS_NAME, STATE_NAME, ModelFileError, TrackerModel, 
 
 STATE_URL = "https://osf.io/download/67f00be8959068ade6cf70f1/"
 PARAMS_URL = "https://osf.io/download/67f00beaba4331d9888b7f36/"
+STATE_URL_ENV = "FACESTREAM_FACEMAP_STATE_URL"
+PARAMS_URL_ENV = "FACESTREAM_FACEMAP_PARAMS_URL"
 CHUNK_BYTES = 1 << 16
 _PERMANENT_HTTP = range(400, 500)  # client errors: retrying cannot help (except 408 and 429)
 _RETRIED_HTTP = (408, 429)
@@ -39,8 +46,8 @@ class _Transient(Exception):
 
 def fetch_models(
     dest: str | Path | None = None,
-    state_url: str = STATE_URL,
-    params_url: str = PARAMS_URL,
+    state_url: str | None = None,
+    params_url: str | None = None,
     timeout: float = 30.0,
     retries: int = 3,
     backoff: float = 1.0,
@@ -48,6 +55,8 @@ def fetch_models(
 ) -> TrackerModel:
     """Download the base model into ``dest`` (default ``~/.facemap/models``) and load it.
 
+    state_url, params_url: the files' addresses; None: ``$FACESTREAM_FACEMAP_STATE_URL`` /
+    ``$FACESTREAM_FACEMAP_PARAMS_URL`` if set, else Facemap's own.
     timeout: seconds an attempt may wait for the server (to connect, or for the next bytes).
     retries: further attempts per file after a transient failure (connection lost, timeout,
     HTTP 5xx/408/429), waiting ``backoff``, 2 x ``backoff``, ... seconds in between.
@@ -55,6 +64,8 @@ def fetch_models(
     """
     if timeout <= 0 or retries < 0 or backoff < 0:
         raise FetchError(f"need timeout > 0, retries >= 0, backoff >= 0 (got {timeout}, {retries}, {backoff})")
+    state_url = state_url or os.environ.get(STATE_URL_ENV) or STATE_URL
+    params_url = params_url or os.environ.get(PARAMS_URL_ENV) or PARAMS_URL
     folder = Path(dest).expanduser() if dest is not None else facemap_models_dir()
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=".facestream-fetch-")).resolve()

@@ -4,19 +4,28 @@ A Facemap model is two files: a state file (``*.pt``, a plain state dict of FMne
 ``facemap_model_params.pth`` (a dict whose ``["params"]["channels"]`` gives the encoder widths).
 Facemap keeps them in ``~/.facemap/models/``; fine-tuned models are other ``*.pt`` files there that
 share the base params file. Facemap loads them as full pickles, which can run code; here both are
-loaded with ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers.
+loaded with ``torch.load(weights_only=True)``, whose unpickler rebuilds only tensors and plain
+containers, with exactly numpy's array, scalar and dtype reconstructors added to its allowlist
+(a params file may hold numpy values); any other global a file names is refused before it runs.
+
+The name ``facemap`` (``--model facemap``) means Facemap's base model in ``~/.facemap/models/``,
+downloaded there first (``fetch.fetch_models``) when its files are missing.
 
 The bundled default (``models/`` beside this module) is in the same two-file format. Its params
-file carries ``["facestream"] = {"name": ..., "trained": ...}``; Facemap ignores that key.
+file carries ``["facestream"] = {"name": ..., "trained": ..., "data": [...]}``; Facemap ignores
+that key. A model whose ``data`` is synthetic faces only is ``synthetic_only``.
 """
 from __future__ import annotations
 
 import hashlib
+import re
+import sys
 import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .bodyparts import N_KEYPOINTS
@@ -26,6 +35,7 @@ STATE_NAME = "facemap_model_state.pt"
 PARAMS_NAME = "facemap_model_params.pth"
 BUNDLED_DIR = Path(__file__).resolve().parent / "models"
 N_STAGES = 5  # encoder stages that make Facemap's 64x64 output maps from a 256x256 input
+FACEMAP_NAME = "facemap"  # --model facemap: Facemap's base model in facemap_models_dir(), fetched on first use
 
 _BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue")
 
@@ -45,6 +55,7 @@ class TrackerModel:
     channels: tuple[int, ...]
     trained: bool
     state_dict: dict[str, torch.Tensor] = field(repr=False, compare=False)
+    synthetic_only: bool = False  # trained by facestream on synthetic faces only (the bundled default is)
 
     def identity(self) -> dict:
         """Plain-type identity for metadata: name, sha256 (12 hex), channels, trained, path."""
@@ -72,14 +83,20 @@ def load_model(path: str | Path | None = None) -> TrackerModel:
     """Load a tracker model.
 
     ``path`` is a state file (the params file is taken from beside it, else from
-    ``~/.facemap/models/``), a folder holding both files, or None for the bundled default.
+    ``~/.facemap/models/``), a folder holding both files, None for the bundled default, or the
+    name ``"facemap"``: Facemap's base model in ``~/.facemap/models/``, downloaded there first
+    when its files are missing (a file or folder in the working directory called ``facemap`` is
+    ``./facemap``).
     """
+    if isinstance(path, str) and path == FACEMAP_NAME:
+        path = _facemap_base()
     state_path, params_path = _resolve(path)
     params = _torch_load(params_path)
     channels = _channels(params, params_path)
     state = _torch_load(state_path)
     _check_state(state, channels, state_path)
     marker = params.get("facestream") if isinstance(params.get("facestream"), dict) else {}
+    data = marker.get("data")
     return TrackerModel(
         name=str(marker.get("name", state_path.stem)),
         state_path=state_path,
@@ -88,7 +105,27 @@ def load_model(path: str | Path | None = None) -> TrackerModel:
         channels=channels,
         trained=bool(marker.get("trained", True)),
         state_dict=state,
+        synthetic_only=isinstance(data, (list, tuple)) and len(data) > 0 and all(d == "synthetic" for d in data),
     )
+
+
+def _facemap_base() -> Path:
+    """The state file of Facemap's base model, downloading both files first if either is missing."""
+    folder = facemap_models_dir()
+    if (folder / STATE_NAME).is_file() and (folder / PARAMS_NAME).is_file():
+        return folder / STATE_NAME
+    from .fetch import fetch_models  # fetch imports this module
+
+    print(f"facestream: Facemap's base model is not in {folder}: downloading it there (once)", file=sys.stderr)
+    try:
+        fetch_models(folder)
+    except OSError as exc:  # FetchError and file-system errors; ModelFileError passes through
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelFileError(
+            f"--model {FACEMAP_NAME}: Facemap's base model is not in {folder} and the download failed: {message} "
+            f"(retry, or put {STATE_NAME} and {PARAMS_NAME} there by hand)"
+        ) from None
+    return folder / STATE_NAME
 
 
 def _resolve(path: str | Path | None) -> tuple[Path, Path]:
@@ -133,14 +170,53 @@ def _torch_load(path: Path) -> dict:
     if not _is_torch_file(path):
         raise ModelFileError(f"{path}: not a plain torch tensor file (empty, truncated or another format)")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_numpy_globals()):
             warnings.simplefilter("ignore")
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable or unsafe files
+        refused = _refused_global(exc)
+        if refused is not None:
+            raise ModelFileError(
+                f"{path}: not a plain torch tensor file (refused global {refused}: only tensors, plain containers "
+                "and numpy arrays, scalars and dtypes are loaded)"
+            ) from None
         raise ModelFileError(f"{path}: not a plain torch tensor file ({_reason(exc)})") from None
     if not isinstance(obj, dict):
         raise ModelFileError(f"{path}: holds a {type(obj).__name__}, not a dict")
     return obj
+
+
+def _numpy_globals() -> list:
+    """What a pickle of numpy arrays, scalars and dtypes names, for torch's weights-only unpickler:
+    ndarray, dtype (and its per-type classes, which numpy 2's dtypes are instances of), and the two
+    reconstructors under numpy 2's module name and numpy 1's (files saved by either load)."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray
+    allowed: list = [np.ndarray, np.dtype]
+    try:
+        import numpy.dtypes as dtypes
+    except ImportError:  # numpy < 1.25: no per-type dtype classes
+        dtypes = None
+    if dtypes is not None:
+        allowed += [v for v in vars(dtypes).values() if isinstance(v, type) and issubclass(v, np.dtype)]
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        for name in ("_reconstruct", "scalar"):
+            allowed.append((getattr(multiarray, name), f"{module}.{name}"))
+    return allowed
+
+
+_REFUSED = (re.compile(r"GLOBAL ([\w.]+)"), re.compile(r"but got <class '([^']+)'>"))
+
+
+def _refused_global(exc: Exception) -> str | None:
+    """The global or class torch's weights-only unpickler refused, if that is why it failed."""
+    for pattern in _REFUSED:
+        found = pattern.search(str(exc))
+        if found:
+            return found.group(1)
+    return None
 
 
 def _is_torch_file(path: Path) -> bool:
@@ -161,6 +237,10 @@ def _reason(exc: Exception) -> str:
 def _channels(params: dict, path: Path) -> tuple[int, ...]:
     inner = params.get("params")
     channels = inner.get("channels") if isinstance(inner, dict) else None
+    if isinstance(channels, np.ndarray) and channels.ndim == 1 and channels.dtype.kind in "iu":
+        channels = channels.tolist()
+    if isinstance(channels, (list, tuple)):  # numpy integers (a params file saved with them) count as ints
+        channels = [int(c) if isinstance(c, np.integer) else c for c in channels]
     if not isinstance(channels, (list, tuple)):
         raise ModelFileError(f"{path}: not a Facemap params file (no ['params']['channels'] list)")
     if len(channels) != N_STAGES or not all(

@@ -88,6 +88,16 @@ class RunStats:
         }
 
 
+def synthetic_model_warning(model_name: str, synthetic_only: bool, specs: list[str] | tuple[str, ...]) -> str | None:
+    """One line when a model trained on synthetic faces only tracks a real camera (any camera of
+    the run that is not the synthetic one); None otherwise."""
+    real = [s for s in specs if s.partition(":")[0].strip().lower() != "synthetic"]
+    if not synthetic_only or not real:
+        return None
+    return (f"the tracker model {model_name} was trained on synthetic faces only, and {real[0]} is a real camera: "
+            "for real faces use Facemap's own model, `facestream run --model facemap ...` (downloads it on first use)")
+
+
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
@@ -148,6 +158,7 @@ class Pipeline:
             engine=t.engine, model=t.model or None, bbox=t.crop, threads=t.threads,
             calibration=VideoCalibration(Path(t.calibration)) if t.calibration else default_calibration(),
         )
+        self.warning = synthetic_model_warning(self.tracker.model.name, self.tracker.model.synthetic_only, self.specs)
         # one encoder per camera: its filter state is that camera's history
         self.encoders = [load_encoder(cfg.encoder.model or None) for _ in self.specs]
         self.encoder = self.encoders[0]
@@ -275,6 +286,10 @@ class Pipeline:
         next_meta, next_status = now, now + status_every
         status_frames, status_t = 0, now
         self.status = "running"
+        if status_every and self.on_status and self.warning:
+            # once, above the first status line (a terminal goes on updating the line below it)
+            self.on_status(f"facestream: warning: {self.warning}\n" + status_line(self.report(), 0.0, stats.window.summary(),
+                                                                      None if self.hook is None else self.hook.status()))
         reported: set[str] = set()  # the cameras last reported stalled: a change is reported at once, not at the next interval
         while not should_stop():
             reads = self._gather(latest)
@@ -368,7 +383,7 @@ class Pipeline:
             "cameras": cameras,
             "camera": first,
             "frame": {"height": first.get("height"), "width": first.get("width")},
-            "tracker": self.tracker.describe(),
+            "tracker": {**self.tracker.describe(), "warning": self.warning},
             "encoder": enc,
             "neural": self.encoder.output_meta(first.get("fps")),
             "policy": self.cfg.stream.policy,

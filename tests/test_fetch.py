@@ -148,3 +148,63 @@ def test_a_page_that_is_not_a_model_is_refused(server, tmp_path):
     with pytest.raises(ModelFileError, match=f"not a Facemap model: {base}/html/state: not a plain torch tensor file"):
         fetch_models(tmp_path, f"{base}/html/state", f"{base}/ok/params", progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- --model facemap: fetched on first use
+
+
+def facemap_env(monkeypatch, home: Path, base: str, mode: str = "ok") -> None:
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("FACESTREAM_FACEMAP_STATE_URL", f"{base}/{mode}/state")
+    monkeypatch.setenv("FACESTREAM_FACEMAP_PARAMS_URL", f"{base}/ok/params")
+
+
+def test_model_facemap_is_fetched_once_then_loaded(server, tmp_path, monkeypatch, capfd):
+    base, hits = server
+    facemap_env(monkeypatch, tmp_path, base)
+    folder = tmp_path / ".facemap" / "models"
+    model = load_model("facemap")
+    assert model.state_path == (folder / STATE_NAME).resolve()
+    assert model.params_path == (folder / PARAMS_NAME).resolve()
+    assert (folder / STATE_NAME).read_bytes() == FILES["state"]
+    assert hits == {"/ok/state": 1, "/ok/params": 1}
+    assert "downloading it there (once)" in capfd.readouterr().err
+    assert load_model("facemap").sha256 == model.sha256  # present now: no second download
+    assert hits == {"/ok/state": 1, "/ok/params": 1}
+    # a missing params file alone is fetched again
+    (folder / PARAMS_NAME).unlink()
+    load_model("facemap")
+    assert hits == {"/ok/state": 2, "/ok/params": 2}
+
+
+def test_model_facemap_download_failure_is_one_line(server, tmp_path, monkeypatch):
+    base, hits = server
+    facemap_env(monkeypatch, tmp_path, base, mode="missing")
+    with pytest.raises(ModelFileError) as info:
+        load_model("facemap")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("--model facemap: Facemap's base model is not in ")
+    assert f"{base}/missing/state: HTTP 404 Not Found" in message
+    assert [p.name for p in (tmp_path / ".facemap" / "models").iterdir()] == []
+
+
+def test_eval_with_model_facemap(server, tmp_path):
+    """`facestream eval --model facemap` in a fresh home: fetched, then evaluated."""
+    import json
+
+    base, hits = server
+    env = {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "FACESTREAM_FACEMAP_STATE_URL": f"{base}/ok/state", "FACESTREAM_FACEMAP_PARAMS_URL": f"{base}/ok/params"}
+    result = CliRunner().invoke(main, ["eval", "--model", "facemap", "--frames", "2", "--engine", "onnx", "--threads", "1",
+                                       "--quiet", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["model_path"] == str((tmp_path / ".facemap" / "models" / STATE_NAME).resolve())
+    assert out["frames"] == 2
+    assert hits == {"/ok/state": 1, "/ok/params": 1}
+    env["FACESTREAM_FACEMAP_STATE_URL"] = f"{base}/missing/state"  # not asked again: the files are there
+    again = CliRunner().invoke(main, ["eval", "--model", "facemap", "--frames", "1", "--engine", "onnx", "--threads", "1",
+                                      "--quiet", "--json"], env=env)
+    assert again.exit_code == 0, again.output
+    assert hits == {"/ok/state": 1, "/ok/params": 1}

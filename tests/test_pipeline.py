@@ -213,3 +213,32 @@ def test_two_cameras_one_tracker_each_its_own_topic_and_counts(endpoint, tmp_pat
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+def _warning_run(endpoint: str, camera: str) -> tuple[list[dict], str]:
+    """A short run (status lines on, as a person sees them): its metas and its stderr."""
+    with Subscriber(endpoint) as sub:
+        proc = _start("run", "--camera", camera, "--publish", endpoint, "--policy", "every", "--frames", "5",
+                      "--wait-subscribers", "1", "--json")
+        _, metas = _collect(sub)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return metas, err
+
+
+def test_synthetic_model_on_a_real_camera_warns(endpoint, video_file):
+    path, _ = video_file
+    metas, err = _warning_run(endpoint, f"video:{path}")
+    warning = metas[-1]["tracker"]["warning"]
+    assert warning and "\n" not in warning
+    assert "facestream-default" in warning and "synthetic faces only" in warning
+    assert "`facestream run --model facemap ...`" in warning and "downloads it on first use" in warning
+    assert all(m["tracker"]["warning"] == warning for m in metas)
+    shown = [line for line in err.splitlines() if "synthetic faces only" in line]
+    assert shown == [f"facestream: warning: {warning}"], err  # once, at the start
+
+
+def test_synthetic_model_on_the_synthetic_camera_does_not_warn(endpoint):
+    metas, err = _warning_run(endpoint, "synthetic")
+    assert metas and all(m["tracker"]["warning"] is None for m in metas)
+    assert "synthetic faces only" not in err and "warning" not in err

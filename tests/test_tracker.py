@@ -536,3 +536,97 @@ def test_onnx_export_is_cached(model_dir, cache_home):
     kp = load_tracker("onnx", model=model_dir).infer(frame)
     assert path.stat().st_size > 1_000_000
     np.testing.assert_allclose(kp, load_tracker("torch", model=model_dir).infer(frame), atol=1e-3)
+
+
+# ---------------------------------------------------------------- params files holding numpy values
+
+
+def _rename_globals(path: Path, renames: dict[bytes, bytes]) -> None:
+    """Rewrite the pickle inside a torch.save archive, renaming globals (pickle protocol 2 names
+    them as text lines: b"cmodule\\nname\\n"), as another numpy or a crafted file would have them."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info.filename)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, data in entries:
+            if info.filename.endswith("/data.pkl"):
+                for old, new in renames.items():
+                    assert old in data
+                    data = data.replace(old, new)
+            archive.writestr(info, data)
+
+
+def facemap_params(channels=CHANNELS) -> dict:
+    """A params dict as Facemap's is made (``["params"]`` read by pose.py), with numpy values in it:
+    numpy integers for the widths, numpy floats, a string array, a float array."""
+    return {
+        "params": {
+            "channels": [np.int64(c) for c in channels],
+            "bodyparts": np.array(BODYPARTS),
+            "sigma": np.float64(3.0),
+            "lr": np.float32(1e-4),
+            "image_size": np.array([256, 256], np.int32),
+            "mean": np.zeros((2, 3), np.float32),
+            "kernel": 3,
+            "name": "facemap base",
+        },
+        "epochs": np.int32(36),
+    }
+
+
+@pytest.mark.parametrize("numpy_names", ["numpy 2", "numpy 1"])
+def test_params_with_numpy_values_load(tmp_path, numpy_names):
+    net = make_network()
+    state_path = save_model(tmp_path, net)
+    torch.save(facemap_params(), tmp_path / PARAMS_NAME)
+    if numpy_names == "numpy 1":  # a file written under numpy 1 names numpy.core, not numpy._core
+        _rename_globals(tmp_path / PARAMS_NAME, {b"cnumpy._core.multiarray\n": b"cnumpy.core.multiarray\n"})
+    model = load_model(state_path)
+    assert model.channels == tuple(CHANNELS) and all(type(c) is int for c in model.channels)
+    x = torch.randn(1, 1, 256, 256)
+    with torch.no_grad():
+        torch.testing.assert_close(model.build()(x)[0], net(x)[0], rtol=0, atol=0)
+    # widths as a numpy array work too
+    torch.save({"params": {"channels": np.array(CHANNELS)}}, tmp_path / PARAMS_NAME)
+    assert load_model(state_path).channels == tuple(CHANNELS)
+
+
+class _System:
+    """Unpickling this calls os.system(command)."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def test_params_naming_os_system_is_refused_and_runs_nothing(tmp_path):
+    state_path = save_model(tmp_path, make_network())
+    marker = tmp_path / "ran"
+    params = facemap_params()
+    params["params"]["hook"] = _System(f"touch {marker}")
+    torch.save(params, tmp_path / PARAMS_NAME)
+    _rename_globals(tmp_path / PARAMS_NAME, {f"c{os.system.__module__}\nsystem\n".encode(): b"cos\nsystem\n"})
+    with pytest.raises(ModelFileError) as info:
+        load_model(state_path)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400
+    assert message.startswith(f"{tmp_path / PARAMS_NAME}: ") and "refused global os.system" in message
+    assert not marker.exists()
+    torch.load(tmp_path / PARAMS_NAME, weights_only=False)  # the same file does run code as a full pickle
+    assert marker.exists()
+
+
+def test_numpy_allowance_does_not_outlive_the_load(tmp_path):
+    """The numpy globals are allowed only inside model_files' own load, not for torch.load at large."""
+    torch.save(facemap_params(), tmp_path / PARAMS_NAME)
+    save_model(tmp_path / "m", make_network())
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / PARAMS_NAME, weights_only=True)
+
+
+def test_bundled_model_is_synthetic_only(tmp_path):
+    assert load_model().synthetic_only is True
+    assert load_model(save_model(tmp_path, make_network())).synthetic_only is False

@@ -93,14 +93,15 @@ def test_training_input_is_the_inference_input_and_its_targets_decode_to_the_tru
 
 
 def test_augmented_targets_move_with_the_pixels():
-    """Bright discs drawn at the keypoints: after a random zoom, rotation and shift, every target
-    that is still in view lies on a bright disc of the augmented input."""
+    """Bright discs drawn at the keypoints: after a random mirror, view, zoom, rotation and shift,
+    every target that is still in view lies on a bright disc of the augmented input (a float
+    square, as Facemap's labelled frames are: the geometry alone, no light or sensor)."""
     rng = np.random.default_rng(2)
     truth = np.ones((len(BODYPARTS), 3), np.float32)
-    truth[:, :2] = np.stack([rng.uniform(20, 620, len(BODYPARTS)), rng.uniform(20, 460, len(BODYPARTS))], axis=1)
-    frame = np.zeros((480, 640), np.uint8)
+    truth[:, :2] = np.stack([rng.uniform(20, 460, len(BODYPARTS)), rng.uniform(20, 460, len(BODYPARTS))], axis=1)
+    frame = np.zeros((480, 480), np.float32)
     for x, y, _ in truth:
-        cv2.circle(frame, (int(round(x)), int(round(y))), 6, 255, -1)
+        cv2.circle(frame, (int(round(x)), int(round(y))), 14, 1.0, -1)  # large enough to survive a zoom to 45 %
     in_view = 0
     for k in range(8):
         image, cells, visible = make_sample(frame, truth, np.random.default_rng(k), strength=2.0)

@@ -41,6 +41,7 @@ from ..bodyparts import BODYPARTS, N_KEYPOINTS
 from ..model_files import ModelFileError
 from ..preprocess import INPUT_SIZE, Geometry, make_geometry, preprocess
 from ..restricted_npy import UnsafeFileError, load_object_npy
+from . import rig_augment
 
 HEATMAP_SIZE = INPUT_SIZE // 4  # the network's output maps: one cell per 4x4 input pixels
 EVAL_SEED_START = 10_000  # synthetic seeds >= this are never trained on
@@ -313,7 +314,11 @@ def network_input(frame: np.ndarray) -> tuple[np.ndarray, Geometry]:
 def make_sample(
     frame: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator, strength: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One augmented training sample: input (256, 256), cells (15, 2) [row, col], visible (15,)."""
+    """One augmented training sample: input (256, 256), cells (15, 2) [row, col], visible (15,).
+
+    The frame is first made to look as another rig would have seen it (``rig_augment``), then
+    given Facemap's own zoom, rotation, shift and contrast jitter."""
+    frame, keypoints = rig_augment.augment(frame, keypoints, rng, strength)
     visible = keypoints[:, 2] > 0
     xy = keypoints[:, :2].astype(np.float64)
     if strength > 0:

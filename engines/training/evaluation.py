@@ -6,6 +6,11 @@ keypoints in view (the synthetic camera's truth says which); the likelihood is r
 separately for keypoints in view and out of view or hidden, since a useful likelihood is lower
 on the latter. The metrics are a pure function of predictions and truth (``keypoint_metrics``)
 so that they can be checked on arrays worked out by hand.
+
+Labelled real frames (``labelled_frames``: a folder with labels.csv, or Facemap's refined data)
+are scored by ``evaluate_labelled``: as labelled and mirrored left-right, errors at the network's
+256-px scale per keypoint group, beside a blind baseline (the other images' mean layout) that
+says how much of the score the image itself earns (``labelled_metrics``, also pure).
 """
 from __future__ import annotations
 
@@ -124,4 +129,151 @@ def result_lines(result: dict) -> list[str]:
         f"within {WITHIN_PX:g} px {fmt(result['within_5px'], '.1%')}; likelihood in view "
         f"{fmt(result['likelihood_visible'], '.3f')}, out of view or hidden {fmt(result['likelihood_occluded'], '.3f')}"
     )
+    return lines
+
+
+# ---------------------------------------------------------------- labelled real frames
+
+#: keypoint groups of the labelled-frame scores (Facemap's names)
+GROUPS: dict[str, tuple[str, ...]] = {
+    "eye": ("eye(back)", "eye(bottom)", "eye(front)", "eye(top)"),
+    "nose": ("nose(bottom)", "nose(r)", "nose(tip)", "nose(top)", "nosebridge"),
+    "mouth": ("mouth", "lowerlip"),
+    "whiskers": ("whisker(I)", "whisker(II)", "whisker(III)"),
+    "paw": ("paw",),
+}
+SCALE = 256  # errors are reported at the network's input scale: error x 256 / side of the padded square
+NO_BASELINE = "the blind baseline needs at least 2 images (each is scored against the others' mean layout)"
+
+
+def normalised(xy: np.ndarray, geometries: list) -> np.ndarray:
+    """Frame pixels (N, 15, 2) [x, y] as fractions of each frame's padded square (0..1), the
+    layout the network sees whatever the frame's size (``preprocess.Geometry``, no bbox)."""
+    out = np.empty(np.shape(xy)[:2] + (2,), np.float64)
+    for i, g in enumerate(geometries):
+        top, _, left, _ = g.pad
+        row1, _, col1, _ = g.crop
+        out[i, :, 0] = (xy[i, :, 0] - col1 + left) / g.side
+        out[i, :, 1] = (xy[i, :, 1] - row1 + top) / g.side
+    return out
+
+
+def blind_layout(layout: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+    """The blind baseline's guess for each image (N, 15, 2), in normalised coordinates: the mean
+    of the OTHER images' labelled positions of each keypoint (leave one out); NaN where no other
+    image has that keypoint labelled."""
+    weights = labelled.astype(np.float64)
+    totals = (layout * weights[..., None]).sum(axis=0)  # (15, 2)
+    counts = weights.sum(axis=0)  # (15,)
+    others = counts[None, :] - weights  # (N, 15)
+    sums = totals[None] - layout * weights[..., None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(others[..., None] > 0, sums / others[..., None], np.nan)
+
+
+def _error_stats(errors: np.ndarray, mask: np.ndarray) -> dict:
+    """median, mean and count of ``errors`` (N, 15) where ``mask``, overall and per group."""
+    out = {}
+    for group, parts in {"all": tuple(BODYPARTS), **GROUPS}.items():
+        columns = [BODYPARTS.index(p) for p in parts]
+        values = errors[:, columns][mask[:, columns]]
+        out[group] = {
+            "median_px": float(np.median(values)) if values.size else None,
+            "mean_px": float(values.mean()) if values.size else None,
+            "n": int(values.size),
+        }
+    return out
+
+
+def labelled_metrics(predicted: np.ndarray, labels: np.ndarray, geometries: list) -> dict:
+    """Scores of predicted (N, 15, 3) [x, y, likelihood] against labels (N, 15, 3) [x, y, in view].
+
+    ``tracker`` and ``baseline``: median and mean error in pixels at the network's 256-px scale
+    (error x 256 / side of the square the frame is padded to), over the labelled keypoints, for
+    all and per group (``GROUPS``), with their count n. The baseline ignores the images: its guess
+    is ``blind_layout`` (keypoints labelled in no other image are left out of its n); None with
+    fewer than 2 images. ``likelihood``: mean likelihood of labelled and absent keypoints, the
+    paw apart (None where there are none).
+    """
+    predicted, labels = np.asarray(predicted, np.float64), np.asarray(labels, np.float64)
+    if predicted.shape != labels.shape or predicted.ndim != 3 or predicted.shape[1:] != (N_KEYPOINTS, 3):
+        raise ValueError(f"predicted {predicted.shape} and labels {labels.shape} must both be (N, {N_KEYPOINTS}, 3)")
+    if len(geometries) != len(labels):
+        raise ValueError(f"{len(geometries)} geometries for {len(labels)} images")
+    labelled = labels[..., 2] > 0
+    truth = normalised(labels[..., :2], geometries)
+    guess = normalised(predicted[..., :2], geometries)
+    error = SCALE * np.hypot(*(guess - truth).transpose(2, 0, 1))
+    baseline = None
+    if len(labels) >= 2:
+        blind = blind_layout(truth, labelled)
+        blind_error = SCALE * np.hypot(*(blind - truth).transpose(2, 0, 1))
+        baseline = _error_stats(np.nan_to_num(blind_error), labelled & np.isfinite(blind_error))
+    paw = np.zeros(N_KEYPOINTS, bool)
+    paw[BODYPARTS.index("paw")] = True
+    likelihood = predicted[..., 2]
+
+    def mean(mask: np.ndarray) -> float | None:
+        return float(likelihood[mask].mean()) if mask.any() else None
+
+    return {
+        "images": int(len(labels)),
+        "labelled": int(labelled.sum()),
+        "absent": int((~labelled).sum()),
+        "tracker": _error_stats(error, labelled),
+        "baseline": baseline,
+        "likelihood": {
+            "labelled": mean(labelled & ~paw),
+            "absent": mean(~labelled & ~paw),
+            "paw_labelled": mean(labelled & paw),
+            "paw_absent": mean(~labelled & paw),
+        },
+    }
+
+
+def evaluate_labelled(tracker: Tracker, frames, progress: Callable[[int], None] | None = None) -> dict:
+    """``labelled_metrics`` of ``tracker`` on labelled frames (``labelled_frames.LabelledFrames``),
+    as labelled and mirrored left-right, with what was run. ``progress`` gets images done (of 2 N)."""
+    from ..preprocess import make_geometry
+    from .labelled_frames import mirrored
+
+    result = {"labels": str(frames.source), "kind": frames.kind, "images": len(frames), "scale_px": SCALE}
+    done = 0
+    for orientation, subset in (("as_labelled", frames), ("mirrored", mirrored(frames))):
+        predicted = []
+        for image in subset.images:
+            predicted.append(tracker.infer(image)[0])
+            done += 1
+            if progress is not None:
+                progress(done)
+        geometries = [make_geometry(image.shape) for image in subset.images]
+        result[orientation] = labelled_metrics(np.stack(predicted), subset.labels, geometries)
+    result["baseline_note"] = None if len(frames) >= 2 else NO_BASELINE
+    description = tracker.describe()
+    result.update(engine=description["engine"], model=description["model"], model_path=description["model_path"],
+                  sha256=description["sha256"], trained=description["trained"])
+    return result
+
+
+def labelled_result_lines(result: dict) -> list[str]:
+    """``evaluate_labelled``'s result as a table for a person: per orientation, each group's
+    tracker and baseline errors, then the likelihoods."""
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    lines = [f"{result['model']} ({result['engine']}) on {result['images']} labelled images from {result['labels']}",
+             f"errors in px at the network's {result['scale_px']}-px scale; baseline: the other images' mean layout, blind"]
+    for orientation, title in (("as_labelled", "as labelled"), ("mirrored", "mirrored left-right")):
+        scores = result[orientation]
+        lines.append(f"{title}: {scores['labelled']} keypoints labelled, {scores['absent']} absent")
+        lines.append(f"  {'group':<10}{'n':>5}{'median':>9}{'mean':>9}   {'baseline n':>10}{'median':>9}{'mean':>9}")
+        for group, row in scores["tracker"].items():
+            base = None if scores["baseline"] is None else scores["baseline"][group]
+            lines.append(
+                f"  {group:<10}{row['n']:>5}{fmt(row['median_px'], '9.2f')}{fmt(row['mean_px'], '9.2f')}   "
+                + ("" if base is None else f"{base['n']:>10}{fmt(base['median_px'], '9.2f')}{fmt(base['mean_px'], '9.2f')}")
+            )
+        lk = scores["likelihood"]
+        lines.append(f"  likelihood: labelled {fmt(lk['labelled'], '.3f')}, absent {fmt(lk['absent'], '.3f')}; "
+                     f"paw labelled {fmt(lk['paw_labelled'], '.3f')}, paw absent {fmt(lk['paw_absent'], '.3f')}")
+    if result["baseline_note"]:
+        lines.append(f"baseline: cannot be computed: {result['baseline_note']}")
     return lines

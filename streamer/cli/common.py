@@ -13,6 +13,8 @@ import click
 from facestream.streamer.config import ConfigError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+MODEL_HELP = ("Facemap model state file (*.pt) or folder, or facemap (Facemap's base model, downloaded on first use); "
+              "default: the bundled model.")
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

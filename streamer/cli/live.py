@@ -8,6 +8,7 @@ import click
 
 from facestream.engines.registry import HELP as ENGINE_HELP
 from facestream.streamer.cli.common import (
+    MODEL_HELP,
     DEFAULT_ENDPOINT,
     StatusLine,
     StopFlag,
@@ -27,7 +28,7 @@ _pipeline_options = [
     click.option("--fps", type=float, help="Synthetic camera frame rate (0 = as fast as possible)."),
     click.option("--seed", type=int, help="Synthetic camera seed."),
     click.option("--engine", help=ENGINE_HELP),
-    click.option("--model", help="Facemap model state file (*.pt) or folder; default: the bundled model."),
+    click.option("--model", help=MODEL_HELP),
     click.option("--bbox", help="Crop ROW1,ROW2,COL1,COL2 (Facemap's convention)."),
     click.option("--threads", type=int, help="CPU inference threads (0 = one per core, at most 4)."),
     click.option("--encoder", help="Streaming encoder file (.npz); default: the bundled encoder."),

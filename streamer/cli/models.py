@@ -9,24 +9,23 @@ import click
 
 from facestream.engines.registry import EXPORTABLE
 from facestream.engines.registry import HELP as ENGINE_HELP
-from facestream.streamer.cli.common import StopFlag, fail, guarded, parse_bbox, say
+from facestream.streamer.cli.common import MODEL_HELP, StopFlag, fail, guarded, parse_bbox, say
 from facestream.streamer.config import ConfigError
 
 
 @click.command("fetch-models")
 @click.option("--dest", type=click.Path(file_okay=False), help="Folder for the two files (default ~/.facemap/models, where Facemap looks).")
-@click.option("--url-state", help="Address of the state file (default: Facemap's base model).")
-@click.option("--url-params", help="Address of the params file (default: Facemap's base model).")
+@click.option("--url-state", help="Address of the state file (default: $FACESTREAM_FACEMAP_STATE_URL, else Facemap's base model).")
+@click.option("--url-params", help="Address of the params file (default: $FACESTREAM_FACEMAP_PARAMS_URL, else Facemap's base model).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Seconds to wait for the server before an attempt fails.")
 @click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True, help="Further attempts per file after a lost connection, timeout or server error.")
 def fetch_models(dest, url_state, url_params, timeout, retries) -> None:
     """Download Facemap's base tracker model and check that it loads."""
 
     def body() -> None:
-        from facestream.engines.fetch import PARAMS_URL, STATE_URL
         from facestream.engines.fetch import fetch_models as fetch
 
-        model = fetch(dest, url_state or STATE_URL, url_params or PARAMS_URL, timeout=timeout, retries=retries)
+        model = fetch(dest, url_state, url_params, timeout=timeout, retries=retries)
         say(f"Facemap model in {model.state_path.parent} (sha256 {model.sha256[:12]}, channels {list(model.channels)})")
 
     guarded(body)
@@ -58,7 +57,7 @@ def models(as_json) -> None:
 
 @click.command("export")
 @click.option("--engine", type=click.Choice(EXPORTABLE), default="onnx-int8", show_default=True, help="What to build.")
-@click.option("--model", help="Facemap model state file (*.pt) or folder; default: the bundled model.")
+@click.option("--model", help=MODEL_HELP)
 @click.option("--calibration", type=click.Path(dir_okay=False), help="int8: a video of your rig whose frames calibrate it (default: the synthetic face).")
 @click.option("--bbox", help="int8: the crop ROW1,ROW2,COL1,COL2 the tracker will use (calibration sees what the tracker sees).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also copy the built file here (an .onnx runs in any ONNX runtime).")
@@ -172,26 +171,40 @@ def train_tracker(out, resume, quiet, **settings) -> None:
 
 
 @click.command("eval")
-@click.option("--frames", type=click.IntRange(min=1), default=300, show_default=True, help="Held-out synthetic frames to track.")
-@click.option("--model", help="Facemap model state file (*.pt) or folder; default: the bundled model.")
+@click.option("--frames", type=click.IntRange(min=1), default=300, show_default=True, help="Held-out synthetic frames to track (without --labels).")
+@click.option("--labels", help="Score on labelled real frames instead: Facemap's *_Facemap_refined_data.npy, or a folder of png/jpg images with labels.csv (image,bodypart,x,y; x = column, y = row; a bodypart with no row is not in view).")
+@click.option("--model", help=MODEL_HELP)
 @click.option("--engine", default="onnx", show_default=True, help=ENGINE_HELP + " Default onnx: fp32, Facemap's own numbers.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="CPU inference threads (0 = one per core, at most 4).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def eval_command(frames, model, engine, threads, as_json, quiet) -> None:
-    """Pixel error of a tracker on 640x480 synthetic faces never used in training."""
+def eval_command(frames, labels, model, engine, threads, as_json, quiet) -> None:
+    """Pixel error of a tracker on 640x480 synthetic faces never used in training, or with
+    --labels on labelled real frames, as labelled and mirrored, beside a blind baseline."""
 
     def body() -> None:
         from tqdm import tqdm
 
         from facestream.camera_adapters.registry import default_calibration
         from facestream.engines.tracker import load_tracker
-        from facestream.engines.training.evaluation import evaluate, result_lines
+        from facestream.engines.training import evaluation
 
+        labelled = None
+        if labels is not None:  # read (and refuse bad input) before building an engine
+            from facestream.engines.training.labelled_frames import load_labelled
+
+            labelled = load_labelled(labels)
         tracker = load_tracker(engine, model, threads=threads, calibration=default_calibration())
-        with tqdm(total=frames, desc="evaluating", unit="frame", disable=quiet, leave=False) as bar:
-            result = evaluate(tracker, frames, progress=lambda n: bar.update(n - bar.n))
-        click.echo(json.dumps(result) if as_json else "\n".join(result_lines(result)))
+        total = frames if labelled is None else 2 * len(labelled)
+        with tqdm(total=total, desc="evaluating", unit="frame", disable=quiet, leave=False) as bar:
+            progress = lambda n: bar.update(n - bar.n)  # noqa: E731
+            if labelled is None:
+                result = evaluation.evaluate(tracker, frames, progress=progress)
+                lines = evaluation.result_lines
+            else:
+                result = evaluation.evaluate_labelled(tracker, labelled, progress=progress)
+                lines = evaluation.labelled_result_lines
+        click.echo(json.dumps(result) if as_json else "\n".join(lines(result)))
 
     guarded(body)
 

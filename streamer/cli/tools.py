@@ -7,7 +7,7 @@ import json
 import click
 
 from facestream.engines.registry import HELP as ENGINE_HELP
-from facestream.streamer.cli.common import StatusLine, StopFlag, fail, guarded, overrides, parse_bbox, say
+from facestream.streamer.cli.common import MODEL_HELP, StatusLine, StopFlag, fail, guarded, overrides, parse_bbox, say
 from facestream.streamer.config import load_config
 
 
@@ -18,7 +18,7 @@ from facestream.streamer.config import load_config
 @click.option("--loop", type=click.IntRange(min=0, max=10000), default=200, show_default=True, help="Frames drawn once and replayed (0 = draw every frame, which costs the capture process ~1.5 ms each).")
 @click.option("--cameras", type=click.IntRange(min=1, max=16), default=1, show_default=True, help="Synthetic cameras at once (one tracker batches them).")
 @click.option("--engine", help=ENGINE_HELP)
-@click.option("--model", help="Facemap model state file (*.pt) or folder.")
+@click.option("--model", help=MODEL_HELP)
 @click.option("--threads", type=int, help="CPU inference threads (0 = one per core, at most 4).")
 @click.option("--policy", help="latest | every.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results to this JSON file ('-' = stdout).")
@@ -68,7 +68,7 @@ def bench(config_path, frames, fps, loop, cameras, json_path, plot_path, facemap
 
 @click.command()
 @click.argument("video", type=click.Path(dir_okay=False))
-@click.option("--model", help="Facemap model state file (*.pt) or folder; default: the bundled model.")
+@click.option("--model", help=MODEL_HELP)
 @click.option("--bbox", help="Crop ROW1,ROW2,COL1,COL2 (Facemap's convention).")
 @click.option("--engine", default="onnx", show_default=True, help=ENGINE_HELP + " Default onnx: fp32, Facemap's own numbers.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Keypoints file (default: <video stem>_FacemapPose.h5 beside the video).")
