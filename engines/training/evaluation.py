@@ -258,7 +258,9 @@ def evaluate_labelled(tracker: Tracker, frames, progress: Callable[[int], None] 
 def labelled_result_lines(result: dict) -> list[str]:
     """``evaluate_labelled``'s result as a table for a person: per orientation, each group's
     tracker and baseline errors, then the likelihoods."""
-    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    def fmt(v: float | None, spec: str) -> str:  # "-" for a missing value, as wide as the number would be
+        return format(v, spec) if v is not None else "-".rjust(int(spec.split(".")[0]) if spec[0].isdigit() else 1)
+
     lines = [f"{result['model']} ({result['engine']}) on {result['images']} labelled images from {result['labels']}",
              f"errors in px at the network's {result['scale_px']}-px scale; baseline: the other images' mean layout, blind"]
     for orientation, title in (("as_labelled", "as labelled"), ("mirrored", "mirrored left-right")):

@@ -8,9 +8,10 @@ a mirrored face keeps its names: only x changes. Every step keeps the keypoints 
 they label; a keypoint pushed out of the frame or covered by an object is no longer in view.
 
 Strength 1 spans: mirrored half the time; a camera turned up to ~25 degrees in any direction
-and rolled up to 15; the face filling 45-130 % of the frame under any crop; a point light with
-3x falloff, gamma 0.5-2, burnt-out patches; a head-post, a lick spout, a platform or stray
-blobs; down-sampling to a third, blur, vignetting, sensor noise and JPEG at quality 20.
+and rolled up to 15; the face at 45-180 % of its drawn size (from a small part of the frame to a
+close-up that crops it) under any crop; a point light with 3x falloff, gamma 0.5-2, burnt-out
+patches; a head-post, a lick spout, a platform or stray blobs; down-sampling to a third, blur,
+vignetting, sensor noise and JPEG at quality 20.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def view(frame: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator, str
     out_w, out_h = width, int(np.clip(round(height * aspect), height // 2, 2 * height))
     centre = np.array([(width - 1) / 2, (height - 1) / 2])
     corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64)
-    zoom = np.exp(rng.uniform(np.log(0.45), np.log(1.3)) * min(strength, 1.0)) * max(out_w / width, out_h / height)
+    zoom = np.exp(rng.uniform(np.log(0.45), np.log(1.8)) * min(strength, 1.0)) * max(out_w / width, out_h / height)
     roll = np.deg2rad(rng.uniform(-15, 15) * strength)
     rotate = np.array([[np.cos(roll), -np.sin(roll)], [np.sin(roll), np.cos(roll)]])
     # turning the camera shortens the far side of the picture against the near one, and the
