@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from facestream.camera_adapters.synthetic.camera import LATENT_NAMES, SyntheticCamera
+from facestream.camera_adapters.synthetic.face_model import FaceModel
+from facestream.camera_adapters.synthetic.face_renderer import FaceRenderer
 from facestream.engines.bodyparts import BODYPARTS, N_KEYPOINTS
 from helpers import read_all
 
@@ -88,9 +90,10 @@ def test_synthetic_seeds_draw_different_faces_that_fill_the_frame():
 
 
 @pytest.mark.parametrize("size", [(640, 480), (320, 240), (800, 450)])
-def test_synthetic_truth_is_in_facemap_order_and_inside_the_frame(size):
+@pytest.mark.parametrize("seed", [3, 4])  # 3 rests a paw in view; 4 keeps it below, behind a platform
+def test_synthetic_truth_is_in_facemap_order_and_inside_the_frame(size, seed):
     w, h = size
-    cam = SyntheticCamera(w, h, fps=50, seed=3)
+    cam = SyntheticCamera(w, h, fps=50, seed=seed)
     paw_seen = set()
     covered = 0
     for k in range(0, 9000, 5):  # three minutes of motion
@@ -103,8 +106,10 @@ def test_synthetic_truth_is_in_facemap_order_and_inside_the_frame(size):
         assert np.all((face[:, 1] >= 0) & (face[:, 1] <= h - 1))
         grooming = cam.latents(k)["grooming"]
         if grooming == 0:
-            assert np.all(face[:, 2] == 1), "only the paw hides keypoints"
-            assert vis[K["paw"]] == 0 and truth[K["paw"], 1] > h - 1, "the paw rests below the frame"
+            hidden = cam.model.hidden_by_props(face[:, :2])
+            assert np.array_equal(face[:, 2] == 0, hidden), "only the paw and the rig's props hide keypoints"
+            if not cam.model.paw_rests_in_view:
+                assert vis[K["paw"]] == 0 and truth[K["paw"], 1] > h - 1, "the paw rests below the frame"
         covered += int(np.sum(face[:, 2] == 0))
         if vis[K["paw"]]:
             x, y = truth[K["paw"], :2]
@@ -112,7 +117,7 @@ def test_synthetic_truth_is_in_facemap_order_and_inside_the_frame(size):
         paw_seen.add(bool(vis[K["paw"]]))
         # the face is in profile with the nose to the right of the eye
         assert truth[K["nose(tip)"], 0] > truth[K["whisker(I)"], 0] > truth[K["eye(front)"], 0]
-    assert paw_seen == {True, False}
+    assert True in paw_seen and (False in paw_seen or cam.model.paw_rests_in_view)
     assert covered > 0, "the grooming paw covers keypoints"
 
 
@@ -127,10 +132,11 @@ def _step(p: np.ndarray, q: np.ndarray, dist: float) -> np.ndarray:
     return p + dist * d / np.linalg.norm(d)
 
 
-@pytest.mark.parametrize("seed", [0, 5, 11])
+@pytest.mark.parametrize("seed", [0, 6, 11])  # 6 has a bright background: its face edges are dark outside
 def test_synthetic_draws_the_face_where_the_truth_says(seed):
     """Over many frames: the eye keypoints on the dark eye's rim, the nose tip, the nose bridge
-    and the lower lip on the face's edge, the pad brighter than the fur, the paw on a bright blob."""
+    and the lower lip on the face's edge (whichever side is brighter: backgrounds range from
+    black to bright), the pad brighter than the fur, the paw on a bright blob."""
     cam = _camera(seed)
     edges = {n: [] for n in ("eye(back)", "eye(front)", "eye(top)", "eye(bottom)", "nose(tip)", "lowerlip")}
     pad_vs_fur, bridge, eye_dark, highlight, paw = [], [], [], [], []
@@ -141,15 +147,16 @@ def test_synthetic_draws_the_face_where_the_truth_says(seed):
         eye = (xy[K["eye(back)"]] + xy[K["eye(front)"]]) / 2
         top, bottom = xy[K["eye(top)"]], xy[K["eye(bottom)"]]
         fur = _patch(img, *_step(top, bottom, -25), r=3)  # the forehead above the eye
-        pad_vs_fur.append(np.mean([_patch(img, *xy[K[n]], r=2) for n in WHISKER_PAD]) - fur)
-        if np.linalg.norm(top - bottom) > 0.6 * np.linalg.norm(xy[K["eye(front)"]] - xy[K["eye(back)"]]):
+        pad = np.round(xy[[K[n] for n in WHISKER_PAD]].mean(axis=0)).astype(int)
+        pad_vs_fur.append(np.median(img[pad[1] - 6:pad[1] + 7, pad[0] - 6:pad[0] + 7]) - fur)
+        if np.linalg.norm(top - bottom) > 0.45 * np.linalg.norm(xy[K["eye(front)"]] - xy[K["eye(back)"]]):
             for name in ("eye(back)", "eye(front)", "eye(top)", "eye(bottom)"):
                 edge = xy[K[name]]
                 edges[name].append(_patch(img, *_step(edge, eye, -4), r=0) - _patch(img, *_step(edge, eye, 4), r=0))
             eye_dark.append(fur - _patch(img, *eye, r=2))
             x0, y0 = np.floor(np.minimum(top, xy[K["eye(back)"]])).astype(int)
             x1, y1 = np.ceil(np.maximum(bottom, xy[K["eye(front)"]])).astype(int)
-            highlight.append(img[y0:y1, x0:x1].max() - fur)
+            highlight.append(img[y0:y1, x0:x1].max() - _patch(img, *eye, r=2))
         centre = xy[[K[n] for n in ("nose(top)", "nose(r)", "nose(tip)", "nose(bottom)")]].mean(axis=0)
         tip = xy[K["nose(tip)"]]
         edges["nose(tip)"].append(_patch(img, *_step(tip, centre, 6)) - _patch(img, *_step(tip, centre, -6)))
@@ -161,15 +168,17 @@ def test_synthetic_draws_the_face_where_the_truth_says(seed):
         bridge.append([_patch(img, *(nb + d * normal)) for d in (8, 0, -8)])
         if vis[K["paw"]]:
             paw.append(_patch(img, *xy[K["paw"]], r=2) - fur)
-    for name, contrast in edges.items():
-        assert np.median(contrast) > 25, f"{name}: darker outside than inside the face / lighter outside the eye"
-    assert np.median(pad_vs_fur) > 20, "the whisker pad is brighter than the fur"
-    assert len(eye_dark) > 100 and np.percentile(eye_dark, 10) > 30, "the open eye is dark"
+    for name in ("eye(back)", "eye(front)", "eye(top)", "eye(bottom)"):
+        assert np.median(edges[name]) > 8, f"{name}: lighter outside the eye than inside"
+    for name in ("nose(tip)", "lowerlip"):
+        assert abs(np.median(edges[name])) > 25, f"{name}: on the face's edge"
+    assert np.median(pad_vs_fur) > 10, "the whisker pad is brighter than the fur"
+    assert len(eye_dark) > 100 and np.percentile(eye_dark, 10) > 10, "the open eye is dark"
     assert np.percentile(highlight, 10) > 60, "the eye has a specular highlight"
     outside, at, inside = np.median(bridge, axis=0)
-    assert inside - outside > 30 and 0.25 < (at - outside) / (inside - outside) < 0.75, "nosebridge on the edge"
+    assert abs(inside - outside) > 30 and 0.2 < (at - outside) / (inside - outside) < 0.8, "nosebridge on the edge"
     if paw:
-        assert np.percentile(paw, 10) > 30, "the paw keypoint is on the bright paw"
+        assert np.percentile(paw, 10) > 20, "the paw keypoint is on the bright paw"
 
 
 def test_synthetic_grooming_paw_covers_the_keypoints_it_hides():
@@ -265,10 +274,13 @@ def test_synthetic_blinks_close_the_drawn_eye():
         xy = truth[:, :2]
         gap = np.linalg.norm(xy[K["eye(top)"]] - xy[K["eye(bottom)"]])
         assert gap < 0.25 * np.linalg.norm(xy[K["eye(front)"]] - xy[K["eye(back)"]])
-        above = _step(xy[K["eye(top)"]], xy[K["eye(bottom)"]], -6)
         eye = (xy[K["eye(back)"]] + xy[K["eye(front)"]]) / 2
-        assert _patch(img.astype(np.float32), *above, r=1) > 40, "the lid is down: fur where the eye was"
-        assert _patch(img.astype(np.float32), *_step(eye, above, 15), r=1) > 40
+        before = a - 10  # the open eye, a moment before the blink
+        assert lat["blink"][before] < 0.1
+        open_img, open_truth = cam.render(before)
+        open_eye = (open_truth[K["eye(back)"], :2] + open_truth[K["eye(front)"], :2]) / 2
+        lid = _patch(img.astype(np.float32), *eye, r=2)
+        assert lid > _patch(open_img.astype(np.float32), *open_eye, r=2) + 15, "the lid is down: fur where the eye was"
 
 
 def test_synthetic_licking_grooming_pupil_head_and_light_vary():
@@ -331,3 +343,58 @@ def test_synthetic_unpaced_never_drops():
             time.sleep(0.01)
     assert [f.frame_id for f in frames] == list(range(5))
     assert all(f.dropped_before == 0 for f in frames)
+
+
+def test_synthetic_rigs_vary_from_black_to_bright_between_seeds():
+    """The background (the frame's top-right corner, in front of the forehead) and the overall
+    exposure vary between seeds: a tracker must not learn that faces sit on black."""
+    corners, means = [], []
+    for seed in range(20):
+        img = SyntheticCamera(640, 480, seed=seed).render(0)[0]
+        corners.append(np.median(img[:30, -30:]))
+        means.append(img.mean())
+    assert min(corners) < 25 and max(corners) > 100, "backgrounds from black to bright"
+    assert np.std(means) > 15, "the exposure varies"
+
+
+@pytest.mark.parametrize("seed, darker", [(2, True), (6, True), (12, False)])
+def test_synthetic_whiskers_are_thin_lines_that_contrast_with_the_pad(seed, darker):
+    """Near their roots the whiskers are darker than the fur beside them (light fur, dark
+    whiskers: seeds 2 and 6) or brighter (seed 12); a few pixels aside the fur shows again."""
+    cam = _camera(seed)
+    renderer = FaceRenderer(cam.model)
+    diffs = []
+    for k in range(0, 2000, 97):
+        img = cam.render(k)[0].astype(np.float32)
+        paths = renderer.whisker_paths(cam.model.pose(cam.time_of(k)))
+        for a, b in zip(paths[:, 1], paths[:, 2]):
+            d = (b - a) / np.linalg.norm(b - a)
+            side = np.array([-d[1], d[0]])
+            for f in (0.3, 0.6):
+                p = a + f * (b - a)
+                diffs.append(_patch(img, *p, r=0) - 0.5 * (_patch(img, *(p + 4 * side), r=0)
+                                                          + _patch(img, *(p - 4 * side), r=0)))
+    assert (np.median(diffs) < -8) if darker else (np.median(diffs) > 8)
+
+
+def test_synthetic_props_never_move_keypoints_only_hide_them():
+    hidden = 0
+    for seed in range(12):
+        with_props, bare = FaceModel(640, 480, seed), FaceModel(640, 480, seed, props=False)
+        assert not bare.props
+        for t in (0.0, 7.3, 61.1):
+            a, b = with_props.pose(t).keypoints, bare.pose(t).keypoints
+            assert np.array_equal(a[:, :2], b[:, :2])
+            assert np.array_equal(a[:, 2], b[:, 2] * ~with_props.hidden_by_props(a[:, :2]))
+            hidden += int(np.sum(a[:, 2] < b[:, 2]))
+    assert hidden > 0, "a prop in front (seed 0's platform) hides what is behind it"
+    kinds = {p.kind for seed in range(12) for p in FaceModel(640, 480, seed).props}
+    assert kinds == {"platform", "bar", "spout"}
+
+
+def test_synthetic_fast_whisking_blurs_during_the_exposure():
+    cam = _camera(0)
+    sweeps = np.array([cam.model.pose(cam.time_of(k)).whisk_sweep for k in range(0, 3000)])
+    lat = _latent_series(cam, range(0, 3000))
+    assert np.all(np.abs(sweeps[lat["whisk_amplitude"] == 0]) < 1.0), "still whiskers are sharp"
+    assert np.abs(sweeps).max() > 2.0, "fast ones sweep degrees within one exposure"

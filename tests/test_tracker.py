@@ -362,12 +362,14 @@ def test_bundled_default_runs(cache_home):
 
 
 def test_bundled_default_finds_the_keypoints(cache_home):
-    """The shipped model on synthetic faces it was never trained on (held-out seeds)."""
+    """The shipped model on synthetic faces it was never trained on (held-out seeds), in the
+    renderer's full variety of rigs (lighting, backgrounds, props, lids): 2.6-2.8 px measured
+    (docs/tracker-training.md); the bounds keep it from getting worse."""
     from facestream.engines.training.evaluation import evaluate
 
     result = evaluate(load_tracker(calibration=default_calibration()), 30)
-    assert result["mean_px_error"] < 2.0
-    assert all(row["mean_px_error"] is None or row["mean_px_error"] < 4.0 for row in result["per_keypoint"].values())
+    assert result["mean_px_error"] < 3.2
+    assert all(row["mean_px_error"] is None or row["mean_px_error"] < 6.0 for row in result["per_keypoint"].values())
     assert result["likelihood_visible"] > result["likelihood_occluded"]
 
 

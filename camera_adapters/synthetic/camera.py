@@ -38,7 +38,7 @@ class SyntheticCamera(Camera):
 
     ``loop > 0`` draws frames ``0 .. loop - 1`` once, at ``open()``, and then shows frame
     ``k % loop`` as frame ``k`` (ids and timestamps still count every frame). Drawing costs
-    about 1.5 ms of CPU per 640x480 frame; a loop costs almost nothing per frame, as a real
+    about 3 ms of CPU per 640x480 frame; a loop costs almost nothing per frame, as a real
     camera's DMA does, so that a benchmark measures the pipeline and not the drawing.
     """
 

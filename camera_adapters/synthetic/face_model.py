@@ -7,14 +7,16 @@ geometry lives in design units (a 640x480 frame, nose to the right) and is mappe
 seed into canvas pixels: the frame plus a margin the head can move within.
 
 Everything that decides where a keypoint is lives here (eye and lids, the snout's local
-deformations, the follicles, the paw) so that the renderer only decides how it looks; the
-renderer draws the same shapes from the same :class:`FacePose`.
+deformations, the follicles, the paw, the rig's props that may hide keypoints) so that the
+renderer only decides how it looks; the renderer draws the same shapes from the same
+:class:`FacePose` and :class:`Prop` outlines.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from facestream.engines.bodyparts import BODYPARTS, N_KEYPOINTS
@@ -45,8 +47,10 @@ _OUTLINE: tuple[tuple[float, float] | str, ...] = (
     _MOUTH_FRONT, "@lowerlip", (530, 402), (498, 421), (455, 438), (418, 470), (398, 540), (390, 900),
     (-700, 900),
 )
+_CHIN = _OUTLINE.index((498, 421))  # the chin's lowest point below the mouth, on the outline
 _ON_OUTLINE = {"nosebridge": (446.0, 156.0), "lowerlip": (544.0, 383.0)}
 _PAW_REST = (470.0, 640.0)  # below the frame: the paw is out of view unless grooming
+_PAW_REST_IN_VIEW = (500.0, 462.0)  # some animals rest a paw on the platform below the chin
 _PAW_STROKE_CENTRE = (500.0, 318.0)
 _PAW_STROKE_RADII = (42.0, 26.0)
 _PAW_PALM = (36.0, 26.0)  # half-axes
@@ -132,6 +136,19 @@ class FacePose:
     eye: Eye
     follicles: np.ndarray
     paw: Paw | None
+    whisk_sweep: float  # degrees the whiskers turned during the exposure (for motion blur)
+
+
+@dataclass(frozen=True)
+class Prop:
+    """A piece of the rig, fixed in the frame (frame pixels): ``kind`` is "platform" (a bright
+    floor below the chin), "bar" (a head-post bar) or "spout" (a lick spout in front of the
+    mouth). A prop in ``front`` of the face hides the keypoints it covers; one behind only
+    shows where the face is not."""
+
+    kind: str
+    outline: np.ndarray
+    front: bool
 
 
 def _rotation(deg: float) -> np.ndarray:
@@ -142,7 +159,8 @@ def _rotation(deg: float) -> np.ndarray:
 class FaceModel:
     """One animal (one seed) in one frame size: its anatomy, its behaviour and its poses."""
 
-    def __init__(self, width: int, height: int, seed: int) -> None:
+    def __init__(self, width: int, height: int, seed: int, props: bool = True) -> None:
+        """``props=False`` leaves the rig's props out (they never move a keypoint, only hide it)."""
         self.width, self.height, self.seed = width, height, seed
         rng = np.random.default_rng([seed, 0xFACE])
         fit = min(width / DESIGN_SIZE[0], height / DESIGN_SIZE[1])
@@ -153,6 +171,7 @@ class FaceModel:
         self._draw_shape(rng)
         self._place(rng)
         self._snout_setup()
+        self._rig(np.random.default_rng([seed, 0x816]), props)
 
     # --- anatomy ------------------------------------------------------------------------------
 
@@ -234,6 +253,61 @@ class FaceModel:
         """(width, height) of the canvas: the frame and a margin on each side."""
         return self.width + 2 * self.margin, self.height + 2 * self.margin
 
+    # --- the rig -------------------------------------------------------------------------------
+
+    def _rig(self, rng: np.random.Generator, props: bool) -> None:
+        """What varies between rigs and animals beyond the face's shape: a resting squint, where
+        an idle paw rests, the camera's exposure time, and the props around the face."""
+        self.squint = rng.uniform(0.1, 0.35) if rng.random() < 0.3 else 0.0
+        self.paw_rests_in_view = bool(rng.random() < 0.35)
+        self.paw_rest = np.array(_PAW_REST_IN_VIEW if self.paw_rests_in_view else _PAW_REST)
+        self.paw_rest = self.paw_rest + (rng.normal(0.0, 8.0, 2) if self.paw_rests_in_view else 0.0)
+        self.exposure = rng.uniform(0.001, 0.008)  # seconds
+        self.props: tuple[Prop, ...] = self._props(rng) if props else ()
+        self._hiding = np.zeros((self.height, self.width), np.uint8)
+        for prop in self.props:
+            if prop.front:
+                cv2.fillPoly(self._hiding, [np.round(prop.outline).astype(np.int32)], 1)
+
+    def _props(self, rng: np.random.Generator) -> tuple[Prop, ...]:
+        s, w, h = self.scale, self.width, self.height
+        lip, front, eye_c, chin = self.to_canvas([self.points["lowerlip"], self.mouth_front, self.eye_centre,
+                                                  self.outline[_CHIN]]) - self.margin
+
+        def bar(start: np.ndarray, end: np.ndarray, half: float) -> np.ndarray:
+            d = end - start
+            v = np.array([-d[1], d[0]]) * half / np.hypot(*d)
+            return np.array([start - v, end - v, end + v, start + v])
+
+        out = []
+        if rng.random() < 0.6:
+            top = max(lip[1], chin[1]) + rng.uniform(15.0, 90.0) * s
+            slope = math.tan(math.radians(rng.uniform(-8.0, 8.0)))
+            edge = [(-w, top - w * slope), (2 * w, top + w * slope)]
+            out.append(Prop("platform", np.array([*edge, (2 * w, 3 * h), (-w, 3 * h)]), bool(rng.random() < 0.3)))
+        if rng.random() < 0.35:
+            end = eye_c + np.array([rng.uniform(-80.0, 200.0), -rng.uniform(120.0, 200.0)]) * s
+            angle = math.radians(self.rotation + rng.uniform(-20.0, 20.0))
+            start = end - 2.0 * (w + h) * np.array([math.cos(angle), math.sin(angle)])
+            out.append(Prop("bar", bar(start, end, rng.uniform(8.0, 22.0) * s), True))
+        if rng.random() < 0.5:
+            tip = front + np.array([rng.uniform(12.0, 40.0), rng.uniform(-5.0, 20.0)]) * s
+            angle = math.radians(rng.uniform(-15.0, 65.0))
+            u = np.array([math.cos(angle), math.sin(angle)])
+            r = rng.uniform(3.5, 8.0) * s
+            v = np.array([-u[1], u[0]]) * r
+            cap = [tip + math.cos(a) * v - math.sin(a) * r * u for a in np.linspace(0.0, math.pi, 9)]
+            out.append(Prop("spout", np.array([*cap, tip - v + 2.0 * (w + h) * u, tip + v + 2.0 * (w + h) * u]), True))
+        return tuple(out)
+
+    def hidden_by_props(self, xy: np.ndarray) -> np.ndarray:
+        """Which frame points (n, 2) a prop in front of the face covers."""
+        xi, yi = np.round(xy[:, 0]).astype(int), np.round(xy[:, 1]).astype(int)
+        inside = (xi >= 0) & (xi < self.width) & (yi >= 0) & (yi < self.height)
+        out = np.zeros(len(xy), bool)
+        out[inside] = self._hiding[yi[inside], xi[inside]] > 0
+        return out
+
     # --- the snout's deformations --------------------------------------------------------------
 
     def _snout_setup(self) -> None:
@@ -313,6 +387,7 @@ class FaceModel:
         eye = self._eye(lat)
         paw = self._paw(lat)
         first, moved = self._displace(self._moving, coef)
+        before = self.latents(t - self.exposure)["whisk_angle"]
         follicles = moved[:len(self.follicles)]
 
         canvas = np.zeros((N_KEYPOINTS, 2))
@@ -324,7 +399,7 @@ class FaceModel:
             canvas[_K[name]] = follicles[i]
         canvas[[_K[n] for n in _SNOUT]] = moved[len(self.follicles):-1]
         canvas[_K["mouth"]] = first[-1]
-        canvas[_K["paw"]] = paw.palm if paw else self.to_canvas([_PAW_REST])[0]
+        canvas[_K["paw"]] = paw.palm if paw else self.to_canvas([self.paw_rest])[0]
 
         kp = np.zeros((N_KEYPOINTS, 3), np.float32)
         kp[:, :2] = canvas - self.margin + np.array(shift)
@@ -336,15 +411,16 @@ class FaceModel:
             covered = paw.covers(canvas)
             covered[_K["paw"]] = False
             visible &= ~covered
+        visible &= ~self.hidden_by_props(kp[:, :2])
         kp[:, 2] = visible
-        return FacePose(kp, lat, shift, coef, eye, follicles, paw)
+        return FacePose(kp, lat, shift, coef, eye, follicles, paw, lat["whisk_angle"] - before)
 
     def _eye(self, lat: dict[str, float]) -> Eye:
         s, a, b = self.scale, self.eye_a, self.eye_b
         axis = np.array([math.cos(math.radians(self.eye_tilt)), math.sin(math.radians(self.eye_tilt))])
         down = np.array([-axis[1], axis[0]])
         back, front, centre = self.to_canvas([self.eye_centre - a * axis, self.eye_centre + a * axis, self.eye_centre])
-        closure = lat["blink"]
+        closure = max(lat["blink"], self.squint)
         radius = 0.97 * b * s
         look = self.eye_centre + 0.22 * a * lat["gaze_x"] * axis + 0.3 * b * lat["gaze_y"] * down
         return Eye(
@@ -356,11 +432,11 @@ class FaceModel:
 
     def _paw(self, lat: dict[str, float]) -> Paw | None:
         g, phase = lat["grooming"], lat["groom_phase"]
-        if g <= 0.0:
+        if g <= 0.0 and not self.paw_rests_in_view:
             return None
         stroke = _rotation(-30.0) @ np.array([_PAW_STROKE_RADII[0] * math.cos(phase),
                                                _PAW_STROKE_RADII[1] * math.sin(phase)])
-        palm = np.array(_PAW_REST) + g * (self.paw_stroke_centre + stroke - np.array(_PAW_REST))
+        palm = self.paw_rest + g * (self.paw_stroke_centre + stroke - self.paw_rest)
         angle = -35.0 + 15.0 * math.sin(phase)  # design degrees, the palm's long axis
         ax = np.array([math.cos(math.radians(angle)), math.sin(math.radians(angle))])
         ay = np.array([-ax[1], ax[0]])

@@ -1,10 +1,11 @@
-"""Procedural textures for the synthetic camera: fur, soft noise and sensor noise.
+"""Procedural textures for the synthetic camera: fur, soft noise, shading and sensor noise.
 
 A tracker learns from texture as much as from shape, so the fur is made the way fur looks under
-infrared light: short strands that follow the direction the hair grows (white noise smeared
-along a flow field, a line-integral convolution) over patchy multi-scale shading. All of it is
-drawn once per session; the per-frame cost is only the sensor noise, which comes from a bank
-large enough that no pattern repeats visibly.
+infrared light at rig resolution: fine, noisy, a few pixels long, following the direction the
+hair grows (white noise smeared along a flow field, a line-integral convolution), with single
+guard hairs catching the light, over patchy multi-scale shading. All of it is drawn once per
+session; the per-frame cost is only the sensor noise, which comes from a bank large enough that
+no pattern repeats visibly.
 """
 from __future__ import annotations
 
@@ -51,6 +52,28 @@ def hair(rng: np.random.Generator, angle: np.ndarray, length: float, grain: floa
         acc += weight * cv2.remap(noise, xx + s * cos, yy + s * sin, cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REFLECT)
     return acc / (acc.std() + 1e-6)
+
+
+def fur(rng: np.random.Generator, flow: np.ndarray, scale: float) -> np.ndarray:
+    """Fine fur along ``flow`` (radians per pixel) for a face drawn at ``scale``: a grainy
+    short-strand layer, bright guard hairs and dark gaps between tufts; about unit spread."""
+    grain = hair(rng, flow, 3.0 + 3.0 * scale, 0.0)
+    bright = hair(rng, flow, 6.0 + 6.0 * scale, 0.0, sparse=2.0)
+    dark = hair(rng, flow + 0.3, 5.0 + 5.0 * scale, 0.0, sparse=1.8)
+    return 0.6 * grain + 0.5 * np.tanh(bright) - 0.25 * np.tanh(dark)
+
+
+def dome_normals(mask: np.ndarray, radius: float) -> tuple[np.ndarray, ...]:
+    """Surface normals (nx, ny, nz) and the height of a rounded body whose silhouette is ``mask``
+    (uint8, nonzero inside): a dome that rises over ``radius`` pixels from the edge, so that
+    shading turns bright or dark toward the silhouette as the light dictates."""
+    d = cv2.distanceTransform((mask > 127).astype(np.uint8), cv2.DIST_L2, 5)
+    x = np.minimum(d / radius, 1.0)
+    height = radius * np.sqrt(1.0 - (1.0 - x) ** 2)
+    height = cv2.GaussianBlur(height, (0, 0), 0.15 * radius + 1.0)
+    gy, gx = np.gradient(height)
+    norm = np.sqrt(gx * gx + gy * gy + 1.0)
+    return -gx / norm, -gy / norm, 1.0 / norm, height
 
 
 class SensorNoise:

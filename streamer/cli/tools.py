@@ -15,7 +15,7 @@ from facestream.streamer.config import load_config
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file (its camera is replaced by the synthetic one).")
 @click.option("--frames", type=click.IntRange(min=1), default=1000, show_default=True, help="Frames to process.")
 @click.option("--fps", type=click.FloatRange(min=0), default=500.0, show_default=True, help="Synthetic camera frame rate (0 = as fast as it can write).")
-@click.option("--loop", type=click.IntRange(min=0, max=10000), default=200, show_default=True, help="Frames drawn once and replayed (0 = draw every frame, which costs the capture process ~1.5 ms each).")
+@click.option("--loop", type=click.IntRange(min=0, max=10000), default=200, show_default=True, help="Frames drawn once and replayed (0 = draw every frame, which costs the capture process ~3 ms each).")
 @click.option("--cameras", type=click.IntRange(min=1, max=16), default=1, show_default=True, help="Synthetic cameras at once (one tracker batches them).")
 @click.option("--engine", help=ENGINE_HELP)
 @click.option("--model", help=MODEL_HELP)
