@@ -65,3 +65,22 @@ def read_all(cam) -> list:
     """Every frame of a finite camera, opened and closed here."""
     with cam:
         return list(iter(cam.read, None))
+
+
+def tiny_model(folder: Path) -> Path:
+    """A Facemap model with 4 channels at every stage, for tests of the pipeline's mechanics: it
+    tracks nothing, but a frame costs little more than its pre-processing on any CPU, so a test
+    can run the camera at a fixed rate without depending on how fast the real tracker is. The
+    folder holding its two files (pass it as --model)."""
+    import torch
+
+    from facestream.engines.bodyparts import N_KEYPOINTS
+    from facestream.engines.fmnet import FMnet
+    from facestream.engines.model_files import N_STAGES, PARAMS_NAME, STATE_NAME
+
+    channels = [4] * N_STAGES
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(FMnet(channels, output_ch=N_KEYPOINTS).state_dict(), folder / STATE_NAME)
+    torch.save({"params": {"channels": channels}, "facestream": {"name": "tiny", "trained": False}}, folder / PARAMS_NAME)
+    return folder

@@ -10,6 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from helpers import tiny_model
+
 CLI = [sys.executable, "-m", "facestream.streamer.cli"]
 CHROMIUM = "/usr/bin/chromium"
 FACEMAP_PYTHON = Path(os.environ.get("FACEMAP_PYTHON", Path(__file__).parents[1] / ".facemap-venv" / "bin" / "python"))
@@ -62,9 +64,12 @@ def test_missing_facemap_is_reported_not_fatal(tmp_path):
 def test_short_soak_keeps_memory_flat_and_every_frame(tmp_path):
     """The hour-long soak of docs/reliability.md in a short form: a minute in 10 s rows; every
     frame processed and received, frames in every row, and memory after the first row grows by
-    less than 20 MB (the hour in docs/ is the finer test of memory)."""
+    less than 20 MB (the hour in docs/ is the finer test of memory). The tracker is the tiny
+    model, so every frame is tracked at 15 frames/s on any CPU: the real tracker's speed is
+    measured in docs/benchmarks.md, not here."""
+    model = tiny_model(tmp_path / "tiny")
     result, _ = bench(tmp_path, "--soak", "1", "--interval", "10", "--fps", "15", "--loop", "30", "--policy", "every",
-                      "--no-facemap")
+                      "--no-facemap", "--model", str(model), "--engine", "onnx")
     rows = result["over_time"]
     assert result["interval_s"] == 10 and len(rows) >= 6
     assert result["subscriber"]["lost"] == 0 and result["subscriber"]["received"] == result["frames"]

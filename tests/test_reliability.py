@@ -22,7 +22,7 @@ from facestream.streamer.client import Subscriber
 from facestream.streamer.config import load_config
 from facestream.streamer.ringbuffer import remove_stale_rings
 
-from helpers import Payload
+from helpers import Payload, tiny_model
 
 CLI = [sys.executable, "-m", "facestream.streamer.cli"]
 
@@ -63,10 +63,13 @@ def _one_line_error(proc_or_result, code: int | None = None) -> str:
 
 
 # -- camera faults ------------------------------------------------------------------------------
-def test_a_stalled_camera_is_reported_within_a_second_and_the_run_resumes(endpoint):
+def test_a_stalled_camera_is_reported_within_a_second_and_the_run_resumes(endpoint, tmp_path):
     """The capture process is frozen (SIGSTOP: to the pipeline, exactly a camera that stops
-    delivering), then thawed; meta says so within a second and the run picks up again."""
-    proc = _start("run", "--publish", endpoint, "--policy", "every", "--fps", "30", "--json", "--quiet")
+    delivering), then thawed; meta says so within a second and the run picks up again. The tiny
+    model keeps up with 30 frames/s on any CPU, so every gap in frame ids is the stall's."""
+    model = tiny_model(tmp_path / "tiny")
+    proc = _start("run", "--publish", endpoint, "--policy", "every", "--fps", "30", "--model", str(model),
+                  "--engine", "onnx", "--json", "--quiet")
     frames: list = []
     try:
         with Subscriber(endpoint) as sub:
@@ -110,7 +113,10 @@ def test_a_stalled_camera_is_reported_within_a_second_and_the_run_resumes(endpoi
 def test_stuck_and_killed_subscribers_never_slow_the_pipeline(tmp_path):
     """A subscriber that stops reading for most of the run and one killed mid-run: the pipeline
     and a healthy subscriber see nothing of it, and the stuck one counts exactly what it lost.
-    (Over ipc, whose socket buffers are small and fixed, so the stuck one's queues do fill.)"""
+    (Over ipc, whose socket buffers are small and fixed, so the stuck one's queues do fill.) The
+    tracker is the tiny model, so 20 frames/s is well within its speed on any CPU: an overrun
+    here is the pipeline slowed by a subscriber, never a slow tracker."""
+    model = tiny_model(tmp_path / "tiny")
     endpoint = f"ipc://{tmp_path}/stream"
     config = tmp_path / "small_queue.toml"
     config.write_text("[stream]\nsend_hwm = 20\n")
@@ -122,7 +128,7 @@ def test_stuck_and_killed_subscribers_never_slow_the_pipeline(tmp_path):
     try:
         with Subscriber(endpoint) as healthy, Subscriber(endpoint, topics=("frame",), rcv_hwm=1) as stuck:
             proc = _start("run", "--config", str(config), "--publish", endpoint, "--policy", "every", "--fps", "20",
-                          "--frames", str(n), "--wait-subscribers", "3", "--json", "--quiet")
+                          "--model", str(model), "--engine", "onnx", "--frames", str(n), "--wait-subscribers", "3", "--json", "--quiet")
             frames: list = []
             assert _until(healthy, lambda m: len(frames) >= 100, frames=frames) is not None
             doomed.kill()
