@@ -33,6 +33,7 @@ import zmq
 
 from facestream.streamer import protocol
 from facestream.streamer.curve import client_options
+from facestream.streamer.endpoints import check_endpoint
 from facestream.streamer.protocol import Result
 
 
@@ -80,7 +81,7 @@ class Message:
 class Subscriber:
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", topics=("frame", "meta"), rcv_hwm: int = 10000,
                  curve_server=None, curve_key=None):
-        self.endpoint = endpoint
+        self.endpoint = check_endpoint(endpoint)
         options = client_options(curve_server, curve_key)
         self._sock = zmq.Context.instance().socket(zmq.SUB)
         self._sock.setsockopt(zmq.RCVHWM, rcv_hwm)

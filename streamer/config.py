@@ -10,7 +10,6 @@ result is passed down as objects; code that needs other values makes a new objec
 from __future__ import annotations
 
 import dataclasses
-import re
 import typing
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -22,6 +21,8 @@ from facestream.camera_adapters.pylon import PylonSettings
 from facestream.camera_adapters.registry import SPEC_FORMS, CameraOptions, parse_spec
 from facestream.engines import registry as engine_registry
 from facestream.engines.preprocess import BboxError, check_bbox
+from facestream.streamer.endpoints import FORMS as ENDPOINT_FORMS
+from facestream.streamer.endpoints import endpoint_problem
 
 try:
     import tomllib
@@ -56,7 +57,9 @@ def _bbox_ok(value: tuple) -> bool | str:
     return True
 
 
-_ENDPOINT = re.compile(r"^(tcp://[^:/\s]+:\d{1,5}|ipc://\S+)$")
+def _endpoint_ok(value: str) -> bool | str:
+    problem = endpoint_problem(value)
+    return True if problem is None else f"{problem}; expected {ENDPOINT_FORMS}"
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ class EncoderSettings:
 @dataclass(frozen=True)
 class StreamSettings:
     policy: str = setting(lambda v: v in ("latest", "every"), '"latest" or "every"')
-    publish: str = setting(lambda v: bool(_ENDPOINT.match(v)), "tcp://HOST:PORT or ipc://PATH")
+    publish: str = setting(_endpoint_ok)
     meta_interval: float = setting(lambda v: 0.01 <= v <= 60, "0.01..60 seconds")
     send_hwm: int = setting(lambda v: v >= 1, ">= 1")
     wait_subscribers: int = setting(lambda v: v >= 0, ">= 0")
@@ -191,6 +194,8 @@ def _read_toml(path: Path) -> dict:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: not UTF-8 text (byte {e.start})") from None
 
 
 def _coerce(cls: type, key: str, value: Any, name: str, source: str) -> Any:

@@ -36,6 +36,7 @@ import zmq
 
 from facestream.streamer import protocol
 from facestream.streamer.curve import client_options
+from facestream.streamer.endpoints import check_endpoint
 
 TRACE_HZ = 30.0  # trace samples forwarded per camera and second, at most (10 s of them span the traces' width)
 PUSH_HZ = 10.0  # updates sent to each page per second, at most
@@ -297,7 +298,7 @@ class Monitor:
     ``curve_server`` and ``curve_key`` subscribe to a CURVE publisher, as in ``Subscriber``."""
 
     def __init__(self, endpoint: str, host: str = "127.0.0.1", port: int = 8765, curve_server=None, curve_key=None):
-        self.hub = _Hub(endpoint)
+        self.hub = _Hub(check_endpoint(endpoint))
         options = client_options(curve_server, curve_key)
         self._sock = zmq.Context.instance().socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)

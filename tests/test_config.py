@@ -50,6 +50,12 @@ def test_file_then_flags_override_defaults(tmp_path):
         ("[camera]\nfps = -1\n", ["[camera] fps", "not valid"]),
         ('[stream]\npolicy = "sometimes"\n', ["[stream] policy", "not valid"]),
         ('[stream]\npublish = "localhost:5555"\n', ["[stream] publish", "tcp://HOST:PORT"]),
+        ('[stream]\npublish = "tcp://127.0.0.1:99999"\n', ["[stream] publish", "port 99999", "1..65535"]),
+        ('[stream]\npublish = "tcp://127.0.0.1:0"\n', ["[stream] publish", "port 0"]),
+        ('[stream]\npublish = "tcp://127.0.0.300:5555"\n', ["[stream] publish", "127.0.0.300 is not an IPv4 address"]),
+        ('[stream]\npublish = "tcp://[::zz]:5555"\n', ["[stream] publish", "not an IPv6 address"]),
+        ('[stream]\npublish = "inproc://stream"\n', ["[stream] publish", "tcp:// or ipc://"]),
+        ('[stream]\npublish = "ipc:///tmp/' + "x" * 120 + '"\n', ["[stream] publish", "at most 107"]),
         ("[tracker]\nbbox = [10, 5, 0, 100]\n", ["[tracker] bbox", "row1 < row2"]),
         ("[tracker]\nbbox = [0, 5, 0]\n", ["[tracker] bbox"]),
         ("[camera\nfps = 3\n", ["not valid TOML"]),
@@ -79,6 +85,7 @@ def test_missing_config_file():
         (["--policy", "sometimes"], ["[stream] policy"]),
         (["--bbox", "1,2,x,4"], ["--bbox", "four integers"]),
         (["--fps", "-5"], ["[camera] fps"]),
+        (["--publish", "tcp://127.0.0.1:99999"], ["[stream] publish", "port 99999"]),
     ],
 )
 def test_cli_config_errors_are_one_line_and_exit_2(args, words):
@@ -89,3 +96,30 @@ def test_cli_config_errors_are_one_line_and_exit_2(args, words):
     assert len(lines) == 1 and lines[0].startswith("facestream: error:"), r.stderr
     for w in words:
         assert w in lines[0]
+
+
+def test_a_binary_config_file_is_one_line_and_exit_2(tmp_path):
+    f = tmp_path / "settings.toml"
+    f.write_bytes(bytes(range(256)))
+    r = subprocess.run([sys.executable, "-m", "facestream.streamer.cli", "run", "--config", str(f)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"facestream: error: config file {f} is not valid TOML: not UTF-8 text (byte 128)"), r.stderr
+
+
+@pytest.mark.parametrize("command", ["listen", "monitor"])
+def test_a_subscriber_endpoint_out_of_range_is_one_line(command):
+    """ZeroMQ would connect to port 99999 - 65536 = 34463; facestream refuses it."""
+    r = subprocess.run([sys.executable, "-m", "facestream.streamer.cli", command, "tcp://127.0.0.1:99999"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        "facestream: error: tcp://127.0.0.1:99999: not a valid endpoint: port 99999 is not a port number (1..65535) "
+        "(expected tcp://HOST:PORT (port 1..65535) or ipc://PATH)"), r.stderr
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1:5555", "tcp://*:1", "tcp://0.0.0.0:65535", "tcp://[::1]:5555",
+                                      "tcp://eth0:5555", "tcp://rig-pc.lab.example:5555", "ipc:///tmp/facestream/stream",
+                                      "ipc://@abstract"])
+def test_good_endpoints_are_accepted(endpoint):
+    cfg = load_config(None, {"stream": {"publish": endpoint}})
+    assert cfg.stream.publish == endpoint

@@ -335,3 +335,16 @@ def test_monitor_command_with_keys_follows_a_curve_publisher(endpoint, keys):
         _finish(proc)
         pub.close()
     assert shown["status"] == "running"
+
+
+@pytest.mark.parametrize("host, encrypted, warned", [("0.0.0.0", False, True), ("0.0.0.0", True, False),
+                                                     ("127.0.0.1", False, False)])
+def test_publishing_on_the_network_unencrypted_is_warned_about(keys, host, encrypted, warned):
+    endpoint = f"tcp://{host}:{free_port()}"
+    proc = _run(endpoint, "--frames", "3", *(["--config", str(keys.config)] if encrypted else []))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("facestream: warning:")]
+    assert warnings == ([f"facestream: warning: {endpoint} publishes on the network unencrypted: anyone who can reach "
+                         "this machine can read the stream ([stream] curve_secret and curve_clients encrypt it and name "
+                         "who may)"] if warned else []), err

@@ -26,6 +26,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from facestream.engines.training.encoder_training import EncoderTrainingError
     from facestream.engines.tracker import TrackerError
     from facestream.streamer.curve import CurveError
+    from facestream.streamer.endpoints import EndpointError
     from facestream.streamer.hooks import HookError
     from facestream.streamer.pipeline import PipelineError
     from facestream.streamer.protocol import ProtocolError
@@ -36,7 +37,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from facestream.streamer.video_recorder import VideoRecordingError
 
     return (ConfigError, CameraError, EncoderFileError, EncoderTrainingError, ModelFileError, ExportError, TrackerError, HookError,
-            CurveError, PipelineError, ProtocolError, PublishError, RecordingError, RingBufferError, ReportError,
+            CurveError, EndpointError, PipelineError, ProtocolError, PublishError, RecordingError, RingBufferError, ReportError,
             VideoRecordingError, OSError)
 
 

@@ -20,6 +20,7 @@ from facestream.streamer.cli.common import (
     say,
 )
 from facestream.streamer.config import load_config
+from facestream.streamer.endpoints import is_open_to_the_network
 
 _pipeline_options = [
     click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file (see configs/default.toml)."),
@@ -69,6 +70,9 @@ def run(config_path, bbox, as_json, quiet, **flags) -> None:
         if quiet:
             given.setdefault("run", {})["status_interval"] = 0.0
         cfg = load_config(config_path, given)
+        if is_open_to_the_network(cfg.stream.publish) and not cfg.stream.curve_secret:
+            say(f"warning: {cfg.stream.publish} publishes on the network unencrypted: anyone who can reach this "
+                "machine can read the stream ([stream] curve_secret and curve_clients encrypt it and name who may)")
         stop = StopFlag()
         status = StatusLine()
         pipeline = Pipeline(cfg, on_status=status)
