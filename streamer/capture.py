@@ -9,13 +9,13 @@ ends, or when the pipeline process is gone.
 """
 from __future__ import annotations
 
-import os
 import signal
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 
 from facestream.camera_adapters.base import CameraError, CameraStalled
 from facestream.camera_adapters.registry import CameraOptions, make_camera
+from facestream.streamer.parent import parent_alive
 from facestream.streamer.ringbuffer import RingBuffer
 
 
@@ -34,9 +34,8 @@ def capture_main(spec: str, options: CameraOptions, conn: Connection, stop: Even
         if not conn.poll(30):
             return
         ring = RingBuffer.attach(conn.recv())
-        parent = os.getppid()
         stalled = None
-        while not stop.is_set() and os.getppid() == parent:
+        while not stop.is_set() and parent_alive():
             try:
                 frame = camera.read()
             except CameraStalled as e:

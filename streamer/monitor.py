@@ -37,6 +37,7 @@ import zmq
 from facestream.streamer import protocol
 from facestream.streamer.curve import client_options
 from facestream.streamer.endpoints import check_endpoint
+from facestream.streamer.parent import parent_alive
 
 TRACE_HZ = 30.0  # trace samples forwarded per camera and second, at most (10 s of them span the traces' width)
 PUSH_HZ = 10.0  # updates sent to each page per second, at most
@@ -378,14 +379,13 @@ def serve(endpoint: str, host: str, port: int, should_stop, announce=print, curv
 def _child_main(endpoint: str, host: str, port: int, conn, stop, curve_server, curve_key) -> None:
     """The monitor process of ``run --monitor``: ends when told or when the pipeline is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the pipeline, which stops us
-    parent = os.getppid()
 
     def announce(url: str) -> None:
         print(f"facestream: monitor on {url}", file=sys.stderr, flush=True)
         conn.send(("ready", url))
 
     try:
-        serve(endpoint, host, port, lambda: stop.is_set() or os.getppid() != parent, announce, curve_server, curve_key)
+        serve(endpoint, host, port, lambda: stop.is_set() or not parent_alive(), announce, curve_server, curve_key)
     except MonitorError as e:
         conn.send(("error", str(e)))
 

@@ -23,6 +23,7 @@ import zmq
 
 from facestream.engines.bodyparts import N_KEYPOINTS
 from facestream.streamer import protocol
+from facestream.streamer.parent import parent_alive
 from facestream.streamer.pose_h5 import PoseFile
 
 _FINAL = ("ended", "stopped", "failed")
@@ -97,7 +98,6 @@ def recorder_main(
     except OSError as e:
         _tell(conn, ("error", f"cannot create recording {path}: {e}"))
         return
-    parent = os.getppid()
     rows = _Rows()
     meta: dict | None = None
     try:
@@ -107,7 +107,7 @@ def recorder_main(
         next_flush = time.monotonic() + flush_interval
         finished = False
         while not finished:
-            gone = os.getppid() != parent
+            gone = not parent_alive()
             if sock.poll(0 if gone else 50, zmq.POLLIN):
                 topic, payload = sock.recv_multipart()
                 message = protocol.unpack(topic, payload)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 
+from facestream.streamer.parent import parent_alive
 from facestream.streamer.ringbuffer import RingBuffer, RingBufferError, RingReader
 
 #: codec name in the settings -> OpenCV fourcc; both are written by OpenCV's own FFmpeg
@@ -158,7 +159,6 @@ def record_video(path: str, codec: str, ring_name: str, fps: float, counts, conn
         conn.send(("error", f"OpenCV cannot write {codec} video to {path}"))
         return
     reader = RingReader(ring, 0)
-    parent = os.getppid()
     try:
         with open(frames_csv_path(Path(path)), "w", newline="") as f:
             rows = csv.writer(f)
@@ -169,7 +169,7 @@ def record_video(path: str, codec: str, ring_name: str, fps: float, counts, conn
                 read = reader.next(_POLL_S)
                 if read is None:
                     drained = reader.cursor >= ring.written
-                    if reader.exhausted or (stop.is_set() and drained) or os.getppid() != parent:
+                    if reader.exhausted or (stop.is_set() and drained) or not parent_alive():
                         break
                     continue
                 frame = read.frame

@@ -217,6 +217,39 @@ def test_a_killed_pipeline_leaves_no_process_behind(endpoint, tmp_path):
     assert _rows(path)["attrs"]["complete"] is False and len(_rows(path)["seq"]) >= 1
 
 
+def test_a_recorder_whose_pipeline_dies_while_it_starts_closes_its_file_and_exits(tmp_path):
+    """The pipeline killed (kill -9) at once after starting its recorder, before the recorder has
+    even imported its modules (on a loaded machine that start takes seconds): the recorder must
+    still notice it is alone, close the file and exit, not run on holding the file locked."""
+    path = tmp_path / "run.h5"
+    script = (
+        "import multiprocessing as mp, os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from facestream.streamer.recorder import Recording\n"
+        "if __name__ == '__main__':\n"
+        f"    rec = Recording(mp.get_context('spawn'), Path({str(path)!r}), 'ipc://{tmp_path}/tee', 4, {{}}, 0.5)\n"
+        "    rec._proc.start()\n"
+        "    print(rec.pid, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    out = tmp_path / "pipeline.out"  # a file, not a pipe, which the recorder would hold open
+    with open(out, "w") as f:
+        pipeline = subprocess.run([sys.executable, "-c", script], stdout=f, stderr=subprocess.STDOUT, timeout=120)
+    assert pipeline.returncode == -signal.SIGKILL, out.read_text()
+    recorder = int(out.read_text().split()[0])
+    try:
+        deadline = time.monotonic() + 30  # its start, on a loaded machine, then one poll
+        while time.monotonic() < deadline and psutil.pid_exists(recorder) \
+                and psutil.Process(recorder).status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.2)
+        assert not psutil.pid_exists(recorder) or psutil.Process(recorder).status() == psutil.STATUS_ZOMBIE, \
+            "the recorder runs on after its pipeline died"
+    finally:
+        if psutil.pid_exists(recorder):
+            psutil.Process(recorder).kill()
+    rec = _rows(path)  # opens: closed and unlocked
+    assert rec["attrs"]["complete"] is False and len(rec["seq"]) == 0
+
+
 @pytest.mark.parametrize("role, words", [
     ("capture-cam0", ["capture process died"]),
     ("recorder-cam0", ["recorder stopped unexpectedly"]),
