@@ -119,6 +119,10 @@ def test_a_tracked_video_file_gets_the_panels_its_columns_allow(tmp_path):
 def test_bad_input_is_one_line_and_non_zero(tmp_path, recording):
     text = tmp_path / "notes.h5"
     text.write_text("not hdf5")
+    uneven = tmp_path / "uneven.h5"
+    _pose_file(uneven, 10, {"t_capture_ns": np.arange(10) * 20_000_000, "t_publish_ns": np.arange(10) * 20_000_000})
+    with h5py.File(uneven, "a") as f:
+        f["facestream/t_publish_ns"].resize((7,))
     empty = tmp_path / "other.h5"
     with h5py.File(empty, "w") as f:
         f["x"] = [1, 2]
@@ -126,6 +130,7 @@ def test_bad_input_is_one_line_and_non_zero(tmp_path, recording):
         ([str(tmp_path / "missing.h5")], "does not exist"),
         ([str(text)], "not an HDF5 file"),
         ([str(empty)], "no keypoints"),
+        ([str(uneven)], f"{uneven}: /facestream/t_publish_ns holds 7 rows and the keypoints 10: its columns do not line up"),
         ([str(recording[0]), "-o", str(tmp_path / "report.txt")], ".png, .svg, .pdf or .html"),
         ([str(recording[0]), "-o", str(tmp_path / "nowhere" / "r.png")], "does not exist"),
     ]

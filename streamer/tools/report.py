@@ -88,6 +88,11 @@ def read_recording(path: str | Path) -> Recording:
                     attrs[key] = value
     if len(keypoints) == 0:
         raise ReportError(f"{p} holds no frames: nothing to plot")
+    uneven = {k: len(v) for k, v in columns.items() if len(v) != len(keypoints)}
+    if uneven:
+        name, rows = next(iter(uneven.items()))
+        raise ReportError(f"{p}: /facestream/{name} holds {rows} rows and the keypoints {len(keypoints)}: "
+                          "its columns do not line up (a damaged or edited file)")
     if "t_capture_ns" in columns:
         t, source = (columns["t_capture_ns"] - columns["t_capture_ns"][0]) / 1e9, "capture time"
     elif "t_video_s" in columns:
