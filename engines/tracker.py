@@ -41,8 +41,10 @@ class Tracker:
         bbox: tuple[int, int, int, int] | None,
         threads: int,
         reason: str,
+        calibration: str | None = None,
     ) -> None:
         self.engine = engine
+        self.calibration = calibration
         self.model = model
         self.bbox = bbox
         self.threads = threads
@@ -74,6 +76,7 @@ class Tracker:
             "channels": identity["channels"],
             "trained": identity["trained"],
             "bbox": None if self.bbox is None else list(self.bbox),
+            "calibration": self.calibration,
             "input_size": [INPUT_SIZE, INPUT_SIZE],
             "bodyparts": list(self.bodyparts),
         }
@@ -123,7 +126,8 @@ def load_tracker(
     engine: one of ``registry.NAMES``. model: a Facemap state file, a folder holding a model, or
     None for the bundled default. bbox: (row1, row2, col1, col2) crop in frame pixels, Facemap's
     order; None uses the whole frame. threads: CPU intra-op threads, 0 for ``default_threads()``.
-    calibration: the frames an int8 engine is calibrated on (``quantize.VideoCalibration`` or
+    calibration: the frames an int8 engine is calibrated on (``quantize.VideoCalibration``,
+    ``camera_adapters.calibration.source_calibration(spec)`` or
     ``camera_adapters.registry.default_calibration()``); int8 engines refuse to build without.
     Raises TrackerError (bad arguments, an engine that cannot run here) or
     model_files.ModelFileError (bad model files).
@@ -152,4 +156,5 @@ def load_tracker(
         backend = kind.build(tracker_model, BuildOptions(threads, bbox, calibration))
     except ExportError as exc:
         raise TrackerError(str(exc)) from None
-    return Tracker(engine, backend, tracker_model, bbox, threads, reason)
+    return Tracker(engine, backend, tracker_model, bbox, threads, reason,
+                   calibration.key() if kind.calibrated else None)

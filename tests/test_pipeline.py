@@ -94,6 +94,9 @@ def test_video_file_is_tracked_frame_by_frame_and_ends(endpoint, tmp_path):
     summary = _summary(proc)
     assert [f["frame_id"] for f in frames] == list(range(12))
     assert metas[-1]["status"] == "ended" and metas[-1]["frame"] == {"height": 240, "width": 320}
+    tracker = metas[-1]["tracker"]
+    if tracker["runtime"].endswith("int8"):  # calibrated on the video's own frames
+        assert tracker["calibration"].startswith(f"{path.resolve()}-")
     assert summary["dropped"]["total"] == 0
     kp = np.array([f["keypoints"] for f in frames])
     # in this frame's pixels (offsets may reach a little past the edge, as in Facemap)

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facestream.camera_adapters.video import VideoFileCamera
-from facestream.camera_adapters.registry import default_calibration
+from facestream.engines.quantize import VideoCalibration
 from facestream.engines.tracker import Tracker, TrackerError, load_tracker
 from facestream.streamer.pose_h5 import PoseFile
 
@@ -68,7 +68,8 @@ def track_video(
     out = Path(out).expanduser() if out is not None else default_output(video)
     if not out.parent.is_dir():
         raise OSError(f"{out}: folder {out.parent} does not exist")
-    tracker = load_tracker(engine, model=model, bbox=bbox, threads=threads, calibration=default_calibration())
+    # an int8 engine is calibrated on the video it tracks
+    tracker = load_tracker(engine, model=model, bbox=bbox, threads=threads, calibration=VideoCalibration(video))
     camera = VideoFileCamera(video, realtime=False)
     camera.open()
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
