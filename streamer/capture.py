@@ -6,6 +6,10 @@ doing (no shared GIL, no waiting on inference). It reports to the pipeline over 
 ("stalled", one-line reason) / ("resumed",) when a camera stops delivering for a while and
 goes on (a Basler camera unplugged and reopened). It stops when told, when the camera
 ends, or when the pipeline process is gone.
+
+A video file that ends short of the frame count its container states (cut off, or with corrupted
+bytes: ``VideoFileCamera.unreadable_report``) ends the run as an error with that one line, after
+its readable frames have gone into the ring, so the run exits non-zero rather than "ended".
 """
 from __future__ import annotations
 
@@ -47,6 +51,10 @@ def capture_main(spec: str, options: CameraOptions, conn: Connection, stop: Even
                 stalled = None
                 conn.send(("resumed",))
             if frame is None:
+                short = getattr(camera, "unreadable_report", None)
+                if short:  # not marked ended: the pipeline reads this after the frames before it
+                    conn.send(("error", short))
+                    break
                 ring.mark_ended()
                 conn.send(("ended",))
                 break
