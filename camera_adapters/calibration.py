@@ -26,7 +26,8 @@ _STRIDE = 2  # a live camera gives every second frame of its first 2 x count
 
 @dataclass(frozen=True)
 class CameraCalibration:
-    """The first frames of a live camera (pylon, webcam), read before the run opens it."""
+    """The first frames of a live camera (pylon, webcam) or an image sequence, read before the
+    run opens it."""
 
     spec: str
     options: CameraOptions
@@ -40,7 +41,12 @@ class CameraCalibration:
         frames = []
         with make_camera(self.spec, self.options) as camera:
             for index in range(count * _STRIDE):
-                frame = camera.read()
+                try:
+                    frame = camera.read()
+                except CameraError:
+                    if frames:  # enough to calibrate on; the run reports the fault when it reaches it
+                        break
+                    raise
                 if frame is None:
                     break
                 if index % _STRIDE == 0:
@@ -56,6 +62,6 @@ def source_calibration(spec: str, options: CameraOptions = CameraOptions()) -> C
     kind = spec.partition(":")[0].strip().lower()
     if kind == "synthetic":
         return default_calibration()
-    if kind == "video":
+    if kind == "video" and Path(arg).expanduser().is_file():
         return VideoCalibration(Path(arg).expanduser())
-    return CameraCalibration(spec, options)
+    return CameraCalibration(spec, options)  # a live camera, or an image sequence read as the run reads it
