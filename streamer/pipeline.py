@@ -34,7 +34,7 @@ from facestream.streamer.hooks import HookRunner
 from facestream.streamer.monitor import MonitorProcess, local_endpoint
 from facestream.streamer.preview import Previews
 from facestream.streamer.publisher import Publisher
-from facestream.streamer.recorder import Recording, RecordingError, check_record_path
+from facestream.streamer.recorder import Recording, RecordingError, check_free_space, check_record_path
 from facestream.streamer.stats import LatencyHistogram, StageTimes
 from facestream.streamer.video_recorder import VideoRecordingError, check_video_path
 
@@ -114,6 +114,8 @@ def status_line(report: dict, fps: float, window: dict, hook: str | None = None)
     line += "".join(f"  STALLED {c['name']}: {c['stalled']}" for c in report["cameras"] if c["stalled"])
     line += "" if hook is None else f"  {hook}"
     monitor = report["monitor"]
+    recording = report["recording"]
+    line += "  RECORDING STOPPED: disk full" if recording is not None and recording.get("error") is not None else ""
     return line + ("  MONITOR DOWN" if monitor is not None and monitor["error"] is not None else "")
 
 
@@ -131,6 +133,10 @@ def summary_lines(report: dict) -> list[str]:
             f"hook {h['target']}: {h['calls']} calls, p50 {_ms(h['time_ms']['p50'])} ms p99 {_ms(h['time_ms']['p99'])} ms "
             f"max {_ms(h['time_ms']['max'])} ms, {h['overruns']} over {h['budget_ms']:g} ms, {h['errors']} errors"
             + (f" (last: {h['last_error']})" if h["errors"] else "") + (", disabled" if h["disabled"] else ""))
+    recording = report["recording"]
+    for error, unrecorded in zip((recording or {}).get("errors", []), (recording or {}).get("unrecorded", [])):
+        if error is not None:
+            lines.append(f"{error}; the run went on publishing: {unrecorded} frames after it were not recorded")
     for camera in report["cameras"]:
         v = camera["video"]
         if v is not None:
@@ -163,6 +169,7 @@ class Pipeline:
         # one encoder per camera: its filter state is that camera's history
         self.encoders = [load_encoder(cfg.encoder.model or None) for _ in self.specs]
         self.encoder = self.encoders[0]
+        check_free_space(self.record_paths, self.encoder.describe()["n_out"])
         self.predict_ns = round(cfg.stream.predict_ms * 1e6)
         h = cfg.hook
         self.hook = HookRunner(h.target, h.budget_ms, h.disable_after) if h.target else None
@@ -397,7 +404,10 @@ class Pipeline:
             "recording": None if not self.recordings and not self.video_paths else {
                 **({} if not self.recordings else {
                     "path": str(self.recordings[0].path), "paths": [str(r.path) for r in self.recordings],
-                    "dropped": self.publisher.tee_dropped}),
+                    "dropped": self.publisher.tee_dropped,
+                    # why a recording stopped before the run (a full disk: the run goes on publishing)
+                    "error": next((r.error for r in self.recordings if r.error is not None), None),
+                    "errors": [r.error for r in self.recordings], "unrecorded": [r.unrecorded for r in self.recordings]}),
                 "video": None if not self.video_paths else first.get("video")},
             "stats": self.stats.summary(),
             "clock": {"monotonic_ns": time.monotonic_ns(), "time_ns": time.time_ns()},

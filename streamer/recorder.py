@@ -10,13 +10,30 @@ It ends when the pipeline's final ``meta`` arrives (after writing everything bef
 when the pipeline process is gone (after writing everything it already received), and
 closes the file properly in both cases. Killed itself, it loses at most what arrived since
 its last flush.
+
+A full disk is seen coming, not met in the middle of a write (HDF5 that fails to write leaves
+a file it may not be able to close, and h5py then crashed the process). A run does not start
+unless the file's filesystem has room for the first rows (``start_bytes``: the empty file and
+the first chunk of every dataset, which HDF5 allocates with the first row, 1.09 MB with 128
+activity columns, 34 s at 30 frames/s). Before each write the recorder has the disk set aside
+the space that write will take past the file's end, and a margin (``PoseFile.reserve``); when
+the disk cannot, it writes the rows that fit in the chunks already allocated, closes the file
+within the space set aside at the write before (so another program filling the disk cannot
+break it either) and tells the pipeline once (``("full", message)``), then goes on reading its
+socket, keeping nothing, until the run ends: the run goes on publishing. On a filesystem that
+cannot set space aside, it compares with the free space instead. If a write fails all the
+same, the recorder touches the file no more (as ``kill -9`` would) and exits without h5py's
+clean-up, which crashes on such a file.
 """
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zmq
@@ -24,9 +41,12 @@ import zmq
 from facestream.engines.bodyparts import N_KEYPOINTS
 from facestream.streamer import protocol
 from facestream.streamer.parent import parent_alive
-from facestream.streamer.pose_h5 import PoseFile
+from facestream.streamer.pose_h5 import CHUNK_ROWS, PoseFile, chunk_set_bytes
 
 _FINAL = ("ended", "stopped", "failed")
+_EMPTY_FILE = 64 * 1024  # an empty file with the run's metadata: 38 KB measured with 3 KB of settings
+_GROWTH_MARGIN = 256 * 1024  # metadata that new chunks bring (chunk indexes: 116 KB measured for the first ones)
+_LOW = 64 * 1024  # set aside past the file's end for a write into chunks already there (attributes move) and the close
 
 
 class RecordingError(RuntimeError):
@@ -43,6 +63,46 @@ def check_record_path(path: str) -> Path:
     if not os.access(p.parent, os.W_OK):
         raise RecordingError(f"cannot record to {p}: folder {p.parent} is not writable")
     return p
+
+
+def free_bytes(folder: str | Path) -> int:
+    """Bytes a non-privileged program may still write on the filesystem of ``folder``."""
+    return shutil.disk_usage(folder).free  # statvfs f_bavail * f_frsize on Linux
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def start_bytes(n_neural: int) -> int:
+    """The free space a recording needs to start: the empty file and its first chunk of every
+    dataset (``CHUNK_ROWS`` rows), which HDF5 allocates with the first row."""
+    return _EMPTY_FILE + chunk_set_bytes(_columns(n_neural)) + _GROWTH_MARGIN
+
+
+def check_free_space(paths: list[Path], n_neural: int) -> None:
+    """Refuse, in one line, recordings whose filesystem has less free space than they need to
+    start (recordings on the same filesystem need it each)."""
+    need = start_bytes(n_neural)
+    by_disk: dict[int, list[Path]] = {}
+    for p in paths:
+        by_disk.setdefault(os.stat(p.parent).st_dev, []).append(p)
+    for group in by_disk.values():
+        free = free_bytes(group[0].parent)
+        if free < need * len(group):
+            raise RecordingError(
+                f"not enough free space to record to {group[0]}: {_mb(free)} free in {group[0].parent}, and a recording "
+                f"needs {_mb(need)} to start (the first {CHUNK_ROWS} rows, which HDF5 allocates at once"
+                f"{f', for each of {len(group)} recordings' if len(group) > 1 else ''}); nothing was written")
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether an error from writing a file is the disk (or the user's quota) being full. h5py
+    raises RuntimeError, with the errno in its message, where Python raises OSError."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    return any(s in text for s in ("errno = 28,", "errno = 122,", "No space left on device", "Disk quota exceeded"))
 
 
 def _columns(n_neural: int) -> dict:
@@ -84,6 +144,96 @@ def _tell(conn, message: tuple) -> None:
         pass
 
 
+class _Writer:
+    """The recording's file; each write first has the disk set aside the space it will take."""
+
+    def __init__(self, pose: PoseFile) -> None:
+        self.pose = pose
+        self.flushed = 0  # rows on disk as of the last flush
+        self.full: str | None = None  # why the recording stopped before the run did: the disk is full
+        self.abandoned = False  # a write failed: the file is left as its last flush wrote it, untouched
+
+    def write(self, rows: _Rows, **attrs: Any) -> None:
+        """Append the rows collected, set ``attrs`` (None values left out) and flush. If the disk
+        has no room for them: the rows that fit in the chunks already allocated, then close."""
+        pose = self.pose
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        n = len(rows.messages)
+        growth = pose.growth_bytes(n)
+        need = growth + _GROWTH_MARGIN if growth else _LOW
+        try:
+            if self._room(need):
+                rows.write_to(pose)
+                pose.set_attrs(**attrs)
+                pose.flush()
+                self.flushed = pose.rows
+                return
+            free = free_bytes(pose.path.parent)
+            # the space reserved at the last write holds this last one and the close (where the
+            # filesystem cannot reserve: what is free, if that is enough)
+            last = pose.reserved or free >= _LOW
+            fits = min(n, pose.room) if last else 0
+            self.full = (f"disk full: recording {pose.path} stopped at {pose.rows + fits} rows ({_mb(free)} free in "
+                         f"{pose.path.parent}; the next rows need {_mb(need)}); the file is "
+                         + ("closed and readable" if last else "readable as its last flush wrote it"))
+            rows.messages = rows.messages[:fits]
+            if last:
+                rows.write_to(pose)
+                pose.set_attrs(**{**attrs, "complete": False, "stopped": self.full})
+                pose.flush()
+                self.flushed = pose.rows
+                pose.close()
+            else:  # closing writes too (HDF5 gives back the file's free space at its end): not even that
+                self.abandoned = True
+            rows.messages = []
+        except (OSError, RuntimeError) as e:
+            self.abandoned = True
+            if not disk_full(e):
+                raise
+            self.full = (f"disk full: recording {pose.path} stopped: writing to it failed ({_reason(e)}); it holds "
+                         f"the {self.flushed} rows of its last flush")
+            rows.messages = []
+
+    def _room(self, need: int) -> bool:
+        """Whether the disk holds ``need`` bytes past the file's end: reserved for it, or (on a
+        filesystem that cannot reserve) free."""
+        try:
+            if self.pose.reserve(need):
+                return True
+        except OSError as e:
+            if disk_full(e):
+                return False
+            raise
+        return free_bytes(self.pose.path.parent) >= need
+
+
+def _write(writer: _Writer, rows: _Rows, conn, **attrs: Any) -> int:
+    """Write, telling the pipeline if the disk is full; the rows that could not be written."""
+    total = writer.flushed + len(rows.messages)
+    writer.write(rows, **attrs)
+    if writer.full is None:
+        return 0
+    _tell(conn, ("full", writer.full))
+    return total - writer.flushed
+
+
+def _reason(e: BaseException) -> str:
+    """The gist of an OSError or of h5py's long RuntimeError, on one line."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = " ".join(str(e).split())
+    for known in ("No space left on device", "Disk quota exceeded"):
+        if known in text:
+            return known
+    return text[:200]
+
+
+def _exit_now(sock, code: int) -> None:
+    """End the process without h5py's clean-up, which crashes on a file whose write failed."""
+    sock.close(0)
+    os._exit(code)
+
+
 def recorder_main(
     path: str, endpoint: str, n_neural: int, run_info: dict, conn, flush_interval: float, camera: str | None = None
 ) -> None:
@@ -93,16 +243,22 @@ def recorder_main(
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
+    existed = os.path.lexists(path)
     try:
         pose = PoseFile(path, _columns(n_neural))
-    except OSError as e:
-        _tell(conn, ("error", f"cannot create recording {path}: {e}"))
-        return
-    rows = _Rows()
-    meta: dict | None = None
-    try:
         pose.set_attrs(run=run_info)
         pose.flush()
+        pose.reserve(_LOW)  # room to close the file, should the disk fill before the first rows
+    except (OSError, RuntimeError) as e:
+        _tell(conn, ("error", f"{'disk full: ' if disk_full(e) else ''}cannot create recording {path}: {_reason(e)}"))
+        if not existed and os.path.lexists(path):
+            os.unlink(path)  # a file this process began and could not make a recording of
+        _exit_now(sock, 1)
+    writer = _Writer(pose)
+    rows = _Rows()
+    meta: dict | None = None
+    unrecorded = 0  # frames that arrived after the disk filled
+    try:
         _tell(conn, ("ready",))
         next_flush = time.monotonic() + flush_interval
         finished = False
@@ -113,24 +269,27 @@ def recorder_main(
                 message = protocol.unpack(topic, payload)
                 if protocol.topic_kind(topic) == protocol.TOPIC_FRAME:
                     if camera is None or message.get("camera") == camera:
-                        rows.messages.append(message)
+                        if writer.full is None:
+                            rows.messages.append(message)
+                        else:
+                            unrecorded += 1
                 else:
                     meta = message
                     finished = message["status"] in _FINAL
             elif gone:
                 break
-            if finished or time.monotonic() >= next_flush:
-                rows.write_to(pose)
-                if meta is not None:
-                    pose.set_attrs(meta=meta)
-                pose.flush()
+            if writer.full is None and (finished or time.monotonic() >= next_flush):
+                unrecorded += _write(writer, rows, conn, meta=meta)
                 next_flush = time.monotonic() + flush_interval
-        rows.write_to(pose)
-        pose.set_attrs(complete=finished)
-        _tell(conn, ("closed", pose.rows))
-    except OSError as e:
-        _tell(conn, ("error", f"recording {path} failed: {e}"))
+        if writer.full is None:
+            unrecorded += _write(writer, rows, conn, complete=finished)
+        _tell(conn, ("closed", writer.flushed, unrecorded))
+    except (OSError, RuntimeError, protocol.ProtocolError) as e:
+        writer.abandoned = writer.abandoned or not isinstance(e, protocol.ProtocolError)
+        _tell(conn, ("error", f"recording {path} failed: {_reason(e)}"))
     finally:
+        if writer.abandoned:
+            _exit_now(sock, 0)
         pose.close()
         sock.close(0)
 
@@ -143,6 +302,8 @@ class Recording:
     ):
         self.path = path
         self.rows: int | None = None
+        self.error: str | None = None  # why the recording stopped before the run (a full disk); the run goes on
+        self.unrecorded = 0  # frames published after it stopped
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(
             target=recorder_main, name="facestream-recorder",
@@ -184,5 +345,8 @@ class Recording:
     def _answer(self, message: tuple) -> None:
         if message[0] == "error":
             raise RecordingError(message[1])
+        if message[0] == "full":
+            self.error = message[1]
         if message[0] == "closed":
             self.rows = message[1]
+            self.unrecorded = message[2] if len(message) > 2 else 0
