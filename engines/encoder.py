@@ -11,8 +11,14 @@ session statistics with normalisation constants and outlier thresholds fixed in 
 ``StreamingEncoder`` (numpy) runs one frame per call with a fixed-size state and gives the same
 numbers as ``KeypointsEncoder.forward`` on the sequence cleaned by ``clean_and_normalise``.
 
-Model files are ``.npz`` archives (read with ``allow_pickle=False``) holding the state-dict arrays
-under their torch names plus ``meta``, a 0-d unicode array with a JSON object. An encoder whose
+The same file and the same streaming step also hold the causal ridge model
+(``lagged_ridge.LaggedRidge``: lagged positions and speeds, a linear readout), the baseline a
+network has to beat, and ``RidgePlusNetwork``, the ridge model plus a causal network fitted to
+its residuals; ``train-encoder`` keeps whichever predicts held-out data best.
+
+Model files are ``.npz`` archives (read with ``allow_pickle=False``) holding the model's arrays
+(a network's under their torch names) plus ``meta``, a 0-d unicode array with a JSON object
+whose ``model`` says which model it is (``network`` where absent). An encoder whose
 outputs are principal components may also hold the projection from its training population
 (``projection.mean``, ``projection.scale``, ``projection.components``: ``NeuralProjection``),
 so that its outputs can be turned back into neurons and new recordings into its components.
@@ -36,12 +42,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from .bodyparts import BODYPARTS, N_KEYPOINTS
+from .lagged_ridge import LaggedFeatureWindow, LaggedRidge, check_bin_edges
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "encoder_default.npz"
 N_IN = 2 * N_KEYPOINTS
 FORMAT = "facestream-encoder"
 FORMAT_VERSION = 1
 KINDS = ("pcs", "neurons")
+MODELS = ("network", "ridge", "ridge+network")
 PROJECTION_ARRAYS = ("projection.mean", "projection.scale", "projection.components")
 
 
@@ -49,15 +57,20 @@ class EncoderFileError(ValueError):
     """A model file that is missing or does not hold a valid encoder."""
 
 
-def gabor_bank(n_filt: int, kernel_frames: int) -> np.ndarray:
-    """Facemap's wavelet initialisation: (n_filt, kernel_frames) float32.
+def gabor_bank(n_filt: int, kernel_frames: int, lookahead_frames: int | None = None) -> np.ndarray:
+    """Facemap's wavelet initialisation, centred on the current frame: (n_filt, kernel_frames) float32.
 
-    Gaussian (sigma 1 rad) times cosine over a 2*pi window centred on the kernel, at n_filt/2
-    frequencies geometrically spaced from 1 to 10 cycles, in phase 0 then pi/2; each phase's
-    block of filters is scaled to unit total norm.
+    Gaussian (sigma 1 rad, 2*pi rad = kernel_frames taps) times cosine, centred on the tap that
+    sees the current frame (tap K-1-L), at n_filt/2 frequencies geometrically spaced from 1 to
+    10 cycles, in phase 0 then pi/2; each phase's block of filters is scaled to unit total
+    norm. With K = 201 and L = 100 (lookahead None: the middle) this is exactly Facemap's.
+    A causal filter (L = 0) centred on the kernel's middle would start by weighting what
+    happened two seconds ago and almost nothing of the last second; centred on the current
+    frame, its causal half starts at the present: on a held-out population this alone took the
+    causal network's test variance explained from 0.211 to 0.217 (docs/encoder.md).
     """
-    t = np.linspace(0, 2 * np.pi, kernel_frames + 1)[:-1].astype(np.float32)
-    t -= t.mean()
+    centre = (kernel_frames - 1) // 2 if lookahead_frames is None else kernel_frames - 1 - lookahead_frames
+    t = ((np.arange(kernel_frames) - centre) * (2 * np.pi / kernel_frames)).astype(np.float32)
     freqs = np.geomspace(1, 10, n_filt // 2).astype(np.float32)[:, None]
     blocks = [np.exp(-(t**2) / 2) * np.cos(phase + freqs * t) for phase in (0.0, np.pi / 2)]
     return np.vstack([b / np.sqrt((b**2).sum()) for b in blocks]).astype(np.float32)
@@ -104,7 +117,8 @@ class KeypointsEncoder(nn.Module):
                 latent=nn.Sequential(nn.Linear(n_med, n_latents)),
             )
         )
-        self.core.features.wavelet0.weight.data = torch.from_numpy(gabor_bank(n_filt, kernel_frames)).unsqueeze(1)
+        self.core.features.wavelet0.weight.data = torch.from_numpy(
+            gabor_bank(n_filt, kernel_frames, lookahead_frames)).unsqueeze(1)
         self.readout = nn.Module()
         self.readout.features = nn.Sequential(OrderedDict(linear0=nn.Linear(n_latents, n_out)))
 
@@ -122,6 +136,20 @@ class KeypointsEncoder(nn.Module):
         h = F.relu(layers.latent(h))
         y = self.readout.features(h)
         return y if batched else y[0]
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """(T, n_in) inputs -> (T, n_out), in eval mode: row t is the prediction for frame t - L."""
+        self.eval()
+        with torch.no_grad():
+            return self(torch.from_numpy(np.ascontiguousarray(inputs, np.float32))).numpy()
+
+    def file_meta(self) -> dict[str, Any]:
+        return {"model": "network", "n_in": self.n_in, "n_out": self.n_out, "n_filt": self.n_filt,
+                "n_med": self.n_med, "n_latents": self.n_latents, "kernel_frames": self.kernel_frames,
+                "lookahead_frames": self.lookahead_frames}
+
+    def file_arrays(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in self.state_dict().items()}
 
 
 @dataclass(frozen=True, eq=False)
@@ -233,6 +261,16 @@ class NeuralProjection:
 
 
 def _layer_shapes(meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    if meta["model"] != "network":
+        n_features = (len(meta["bin_edges"]) - 1) * 2 * meta["n_in"]
+        shapes.update({"ridge.weight": (meta["n_out"], n_features), "ridge.bias": (meta["n_out"],)})
+    if meta["model"] != "ridge":
+        shapes.update(_network_shapes(meta))
+    return shapes
+
+
+def _network_shapes(meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     n_in, n_filt, n_med, n_latents = meta["n_in"], meta["n_filt"], meta["n_med"], meta["n_latents"]
     return {
         "core.features.linear0.0.weight": (n_in, n_in),
@@ -247,13 +285,103 @@ def _layer_shapes(meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     }
 
 
+class _NetworkStep:
+    """The network on one frame of inputs: a (K, n_in) window of the first layer's outputs,
+    kept twice over in a (2K, n_in) ring so that the newest K rows are one contiguous slice."""
+
+    def __init__(self, a: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.kernel_frames: int = meta["kernel_frames"]
+        self._w0, self._b0 = a["core.features.linear0.0.weight"], a["core.features.linear0.0.bias"]
+        self._wavelets = a["core.features.wavelet0.weight"][:, 0, :]
+        self._w1, self._b1 = a["core.features.linear1.0.weight"], a["core.features.linear1.0.bias"]
+        self._w2, self._b2 = a["core.features.latent.0.weight"], a["core.features.latent.0.bias"]
+        self._wr, self._br = a["readout.features.linear0.weight"], a["readout.features.linear0.bias"]
+        self._ring = np.zeros((2 * self.kernel_frames, meta["n_in"]), dtype=np.float32)
+        self.reset()
+
+    def reset(self) -> None:
+        self._ring[:] = 0
+        self._newest = self.kernel_frames - 1
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        k = self._newest = (self._newest + 1) % self.kernel_frames
+        self._ring[k] = self._ring[k + self.kernel_frames] = self._w0 @ x + self._b0
+        filtered = self._wavelets @ self._ring[k + 1:k + 1 + self.kernel_frames]  # (n_filt, n_in), oldest first
+        h = np.maximum(filtered.T.reshape(-1), 0)
+        h = np.maximum(self._w1 @ h + self._b1, 0)
+        h = np.maximum(self._w2 @ h + self._b2, 0)
+        return self._wr @ h + self._br
+
+
+class _RidgeStep:
+    """The ridge model on one frame of inputs: its lag window and one matrix product."""
+
+    def __init__(self, a: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self._features = LaggedFeatureWindow(meta["n_in"], tuple(meta["bin_edges"]))
+        self._w, self._b = a["ridge.weight"], a["ridge.bias"]
+
+    def reset(self) -> None:
+        self._features.reset()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._w @ self._features(x) + self._b
+
+
+class _SumStep:
+    """The ridge model's step plus the network's (a network fitted to the ridge model's residuals)."""
+
+    def __init__(self, a: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self._parts = (_RidgeStep(a, meta), _NetworkStep(a, meta))
+
+    def reset(self) -> None:
+        for part in self._parts:
+            part.reset()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._parts[0](x) + self._parts[1](x)
+
+
+_STEPS = {"network": _NetworkStep, "ridge": _RidgeStep, "ridge+network": _SumStep}
+
+
+@dataclass(frozen=True, eq=False)
+class RidgePlusNetwork:
+    """The causal ridge model plus a causal network trained on what the ridge model leaves
+    unexplained: the network adds what a linear model of recent positions and speeds cannot
+    do, and starts from the ridge model's figure instead of having to reach it."""
+
+    ridge: LaggedRidge
+    network: KeypointsEncoder
+
+    def __post_init__(self) -> None:
+        if self.network.lookahead_frames or self.ridge.n_out != self.network.n_out:
+            raise ValueError("the network must be causal (no look-ahead) and have the ridge model's outputs")
+        if self.ridge.kernel_frames > self.network.kernel_frames:
+            raise ValueError("the ridge model's window must not be longer than the network's filter")
+
+    n_in = property(lambda self: self.network.n_in)
+    n_out = property(lambda self: self.network.n_out)
+    kernel_frames = property(lambda self: self.network.kernel_frames)
+    lookahead_frames = 0
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """(T, n_in) inputs -> (T, n_out): row t is the prediction for frame t."""
+        return self.ridge.predict(inputs) + self.network.predict(inputs)
+
+    def file_meta(self) -> dict[str, Any]:
+        return {**self.ridge.file_meta(), **self.network.file_meta(), "model": "ridge+network"}
+
+    def file_arrays(self) -> dict[str, np.ndarray]:
+        return {**self.ridge.file_arrays(), **self.network.file_arrays()}
+
+
 class StreamingEncoder:
     """One frame of keypoints in, one prediction out; numpy only, fixed-size state.
 
-    The state is the cleaner's held keypoints and a (K, n_in) window of the first layer's
-    outputs, kept twice over in a (2K, n_in) ring so that the newest K rows are always one
-    contiguous slice. With lookahead L, the output of a step refers to the frame L steps
-    before the newest input; the first L outputs after reset() precede the first frame.
+    The state is the cleaner's held keypoints and the model's window of recent inputs (the
+    network's first-layer outputs, or the ridge model's positions and speeds). With lookahead
+    L (networks only), the output of a step refers to the frame L steps before the newest
+    input; the first L outputs after reset() precede the first frame.
     """
 
     def __init__(
@@ -265,42 +393,41 @@ class StreamingEncoder:
         self.inputs = InputSpec(
             np.array(meta["mean"]), np.array(meta["std"]), meta["likelihood_threshold"], meta["jump_threshold_px"]
         )
+        self.model: str = meta["model"]
         self.kernel_frames: int = meta["kernel_frames"]
         self.lookahead_frames: int = meta["lookahead_frames"]
         self.n_out: int = meta["n_out"]
-        a = self.arrays
-        self._w0, self._b0 = a["core.features.linear0.0.weight"], a["core.features.linear0.0.bias"]
-        self._wavelets = a["core.features.wavelet0.weight"][:, 0, :]
-        self._w1, self._b1 = a["core.features.linear1.0.weight"], a["core.features.linear1.0.bias"]
-        self._w2, self._b2 = a["core.features.latent.0.weight"], a["core.features.latent.0.bias"]
-        self._wr, self._br = a["readout.features.linear0.weight"], a["readout.features.linear0.bias"]
         self._cleaner = InputCleaner(self.inputs)
-        self._ring = np.zeros((2 * self.kernel_frames, meta["n_in"]), dtype=np.float32)
-        self._newest = self.kernel_frames - 1
+        self._step = _STEPS[self.model](self.arrays, meta)
 
     def reset(self) -> None:
         self._cleaner.reset()
-        self._ring[:] = 0
-        self._newest = self.kernel_frames - 1
+        self._step.reset()
 
     def step(self, keypoints: np.ndarray) -> np.ndarray:
         """(15, 3) [x, y, likelihood] -> (n_out,) float32 prediction for frame t - lookahead."""
-        x = self._cleaner(keypoints)
-        k = self._newest = (self._newest + 1) % self.kernel_frames
-        self._ring[k] = self._ring[k + self.kernel_frames] = self._w0 @ x + self._b0
-        filtered = self._wavelets @ self._ring[k + 1:k + 1 + self.kernel_frames]  # (n_filt, n_in), oldest first
-        h = np.maximum(filtered.T.reshape(-1), 0)
-        h = np.maximum(self._w1 @ h + self._b1, 0)
-        h = np.maximum(self._w2 @ h + self._b2, 0)
-        return self._wr @ h + self._br
+        return self._step(self._cleaner(keypoints))
+
+    def offline_model(self) -> KeypointsEncoder | LaggedRidge | RidgePlusNetwork:
+        """The whole-sequence form of this encoder, with the same float32 weights."""
+        if self.model == "network":
+            return self.to_module()
+        ridge = LaggedRidge(self.arrays["ridge.weight"], self.arrays["ridge.bias"], self.meta["bin_edges"],
+                            self.meta["n_in"])
+        return ridge if self.model == "ridge" else RidgePlusNetwork(ridge, self._network())
 
     def to_module(self) -> KeypointsEncoder:
-        """The torch form of this encoder, with the same float32 weights."""
+        """The torch form of this encoder (a network), with the same float32 weights."""
+        if self.model != "network":
+            raise ValueError(f"encoder {self.path} is a {self.model} model, not a network")
+        return self._network()
+
+    def _network(self) -> KeypointsEncoder:
         m = self.meta
         module = KeypointsEncoder(
             m["n_in"], m["n_out"], m["kernel_frames"], m["lookahead_frames"], m["n_filt"], m["n_med"], m["n_latents"]
         )
-        module.load_state_dict({name: torch.from_numpy(a.copy()) for name, a in self.arrays.items()})
+        module.load_state_dict({name: torch.from_numpy(self.arrays[name].copy()) for name in _network_shapes(m)})
         return module
 
     @property
@@ -341,6 +468,7 @@ class StreamingEncoder:
         m = self.meta
         return {
             "name": m["name"],
+            "model": self.model,
             "path": str(self.path),
             "sha256": self.sha256,
             "kind": m["kind"],
@@ -364,7 +492,7 @@ class StreamingEncoder:
 
 
 def save_encoder(
-    module: KeypointsEncoder,
+    module: KeypointsEncoder | LaggedRidge,
     path: str | Path,
     *,
     name: str,
@@ -376,9 +504,9 @@ def save_encoder(
     n_neurons: int | None = None,
     training: dict[str, Any] | None = None,
 ) -> None:
-    """Write module's weights and metadata to an .npz model file (no pickle).
+    """Write a model's weights and metadata to an .npz model file (no pickle).
 
-    projection: for kind "pcs", how the outputs relate to the training population's neurons.
+    module: a network or a ridge model. projection: for kind "pcs", how the outputs relate to the training population's neurons.
     n_neurons: the population's size when there is no projection. training: a JSON-able
     summary of how the weights were fitted (its ``test_variance_explained`` is shown in the
     stream's ``meta``).
@@ -394,13 +522,7 @@ def save_encoder(
         "format_version": FORMAT_VERSION,
         "name": name,
         "kind": kind,
-        "n_in": module.n_in,
-        "n_out": module.n_out,
-        "n_filt": module.n_filt,
-        "n_med": module.n_med,
-        "n_latents": module.n_latents,
-        "kernel_frames": module.kernel_frames,
-        "lookahead_frames": module.lookahead_frames,
+        **module.file_meta(),
         "mean": inputs.mean.tolist(),
         "std": inputs.std.tolist(),
         "likelihood_threshold": float(inputs.likelihood_threshold),
@@ -413,7 +535,7 @@ def save_encoder(
         meta["n_neurons"] = projection.n_neurons if projection is not None else int(n_neurons)
     if training is not None:
         meta["training"] = training
-    arrays = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in module.state_dict().items()}
+    arrays = module.file_arrays()
     if projection is not None:
         arrays.update(zip(PROJECTION_ARRAYS, (projection.mean, projection.scale, projection.components)))
     with open(path, "wb") as f:
@@ -425,9 +547,6 @@ _META_TYPES: dict[str, type | tuple[type, ...]] = {
     "kind": str,
     "n_in": int,
     "n_out": int,
-    "n_filt": int,
-    "n_med": int,
-    "n_latents": int,
     "kernel_frames": int,
     "lookahead_frames": int,
     "mean": list,
@@ -438,6 +557,11 @@ _META_TYPES: dict[str, type | tuple[type, ...]] = {
     "bodyparts": list,
     "frame_rate_hz": (int, float, type(None)),
 }
+_MODEL_META_TYPES: dict[str, dict[str, type]] = {
+    "network": {"n_filt": int, "n_med": int, "n_latents": int},
+    "ridge": {"bin_edges": list},
+    "ridge+network": {"n_filt": int, "n_med": int, "n_latents": int, "bin_edges": list},
+}
 
 
 def _check_meta(meta: Any) -> str | None:
@@ -446,7 +570,10 @@ def _check_meta(meta: Any) -> str | None:
         return f"meta is not a {FORMAT} header"
     if meta.get("format_version") != FORMAT_VERSION:
         return f"unsupported format_version {meta.get('format_version')!r} (expected {FORMAT_VERSION})"
-    for key, kind in _META_TYPES.items():
+    meta.setdefault("model", "network")  # files written before the ridge model existed
+    if meta["model"] not in MODELS:
+        return f"meta model {meta['model']!r} is not one of {MODELS}"
+    for key, kind in {**_META_TYPES, **_MODEL_META_TYPES[meta["model"]]}.items():
         if key not in meta:
             return f"meta lacks {key!r}"
         if not isinstance(meta[key], kind) or (kind is int and isinstance(meta[key], bool)):
@@ -455,7 +582,18 @@ def _check_meta(meta: Any) -> str | None:
         return f"meta kind {meta['kind']!r} is not one of {KINDS}"
     if meta["n_in"] != N_IN or meta["bodyparts"] != list(BODYPARTS):
         return f"inputs are not x, y of Facemap's {N_KEYPOINTS} bodyparts in tracker order"
-    if min(meta["n_out"], meta["n_filt"], meta["n_med"], meta["n_latents"]) < 1:
+    if meta["n_out"] < 1:
+        return "meta n_out must be positive"
+    if meta["model"] != "network":
+        try:
+            edges = check_bin_edges(meta["bin_edges"])
+        except (ValueError, TypeError) as exc:
+            return f"bad bin_edges: {exc}"
+        if meta["model"] == "ridge" and (meta["kernel_frames"], meta["lookahead_frames"]) != (edges[-1], 0):
+            return "a ridge model's kernel_frames must be its last bin edge and its lookahead 0"
+        if meta["model"] == "ridge+network" and (meta["kernel_frames"] < edges[-1] or meta["lookahead_frames"]):
+            return "a ridge+network model's ridge window must fit in its network's filter, with no look-ahead"
+    if meta["model"] != "ridge" and min(meta["n_filt"], meta["n_med"], meta["n_latents"]) < 1:
         return "meta layer sizes must be positive"
     if not 0 <= meta["lookahead_frames"] < meta["kernel_frames"]:
         return f"lookahead_frames {meta['lookahead_frames']} not in [0, kernel_frames={meta['kernel_frames']})"

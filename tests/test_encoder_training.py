@@ -15,12 +15,13 @@ from facestream.engines.bodyparts import BODYPARTS, N_KEYPOINTS
 from facestream.engines.encoder import KeypointsEncoder, NeuralProjection, load_encoder
 from facestream.engines.training.encoder_training import (
     EncoderTrainingError,
+    EpochReport,
     Recording,
     TrainSettings,
     carve_validation,
+    fit,
     fit_inputs,
     neural_at_frames,
-    predict,
     prepare,
     split_segments,
     to_neurons,
@@ -44,7 +45,7 @@ def synthetic_recording(frames: int, neurons: int, seed: int = 3) -> Recording:
 
 @pytest.fixture(scope="module")
 def recording() -> Recording:
-    return synthetic_recording(2500, 200)
+    return synthetic_recording(6000, 200)
 
 
 def write_session(folder: Path, recording: Recording, **replace) -> Path:
@@ -121,20 +122,70 @@ def test_training_beats_a_shuffled_control_and_streams_as_it_was_scored(recordin
     # a short run: a higher learning rate than Facemap's, every epoch kept, smaller gaps for more test frames
     settings = TrainSettings(n_pcs=16, epochs=20, lr=5e-3, gap_s=0.1, patience=0, symmetric=False, shuffled_control=True)
     result = train_encoders(recording, settings, progress=False)
-    s = result.summary
+    s, models = result.summary, result.summary["models"]
+    assert set(models) == {"network", "ridge", "ridge+network", "shuffled"}
+    best = max(("network", "ridge", "ridge+network"), key=lambda m: models[m]["validation_variance_explained"])
+    assert s["model"] == best and s["test_variance_explained"] == models[best]["test_variance_explained"]
     assert s["test_variance_explained"] > 0.1
     assert s["test_variance_explained"] > s["test_variance_explained_shuffled"] + 0.2
     assert (s["n_pcs"], s["n_neurons"], s["kind"]) == (16, 200, "pcs")
+    assert 0 < s["samples_test"] < s["frames_test"], "scored on the samples (30 Hz), not the frames (50 Hz)"
 
     path = tmp_path / "enc.npz"
     result.save(path)
     encoder = load_encoder(path)
+    assert encoder.model == best
     assert encoder.meta["trained"] and encoder.meta["training"]["test_variance_explained"] == s["test_variance_explained"]
     assert encoder.projection is not None and encoder.projection.n_neurons == 200
     encoder.reset()
     streamed = np.stack([encoder.step(kp) for kp in recording.keypoints[:700]])
-    whole = predict(result.module, prepare(recording, settings).inputs)[:700]
-    assert np.abs(streamed - whole).max() <= 1e-4 * np.abs(whole).max()
+    inputs = prepare(recording, settings).inputs
+    whole = result.model.predict(inputs)
+    assert models["ridge+network"]["validation_variance_explained"] >= models["ridge"]["validation_variance_explained"] - 0.01
+    assert np.abs(streamed - whole[:700]).max() <= 1e-4 * np.abs(whole).max()
+
+
+def test_variance_explained_is_scored_on_the_recorded_samples_at_their_last_frame():
+    """Samples at 30 Hz between frames at 50 Hz: a sample is predicted by the last frame at or
+    before it, never by an interpolation toward the next frame."""
+    frames = 1500
+    frame_t = np.arange(frames) / FPS
+    neural_t = neural_times(frame_t[-1], RATE, 0.25 / RATE)
+    rng = np.random.default_rng(5)
+    activity = rng.normal(size=(12, len(neural_t))).astype(np.float32)  # independent from sample to sample
+    keypoints = np.zeros((frames, N_KEYPOINTS, 3))
+    keypoints[:, :, :2] = rng.normal(300, 5, (frames, N_KEYPOINTS, 2))
+    keypoints[:, :, 2] = 1.0
+    prepared = prepare(Recording(keypoints, frame_t, activity, neural_t), TrainSettings(n_pcs=4, gap_s=0.1))
+    last_frame = np.floor(neural_t * FPS + 1e-9).astype(int)
+    np.testing.assert_array_equal(prepared.sample_frame, last_frame)
+    samples, rows = prepared.samples_in(prepared.test)
+    test_frames = prepared.frames(prepared.test)
+    assert np.isin(last_frame[samples], test_frames).all() and (test_frames[rows] == last_frame[samples]).all()
+    assert len(samples) == np.isin(last_frame, test_frames).sum()
+
+    exact = np.zeros((frames, 4), np.float32)
+    exact[last_frame] = prepared.sample_targets
+    assert prepared.score(exact[test_frames], prepared.test) == pytest.approx(1.0)
+    one_late = np.zeros_like(exact)
+    one_late[np.minimum(last_frame + 1, frames - 1)] = prepared.sample_targets
+    assert prepared.score(one_late[test_frames], prepared.test) < 0.0, "the next frame's value is not used"
+    interpolated_targets = prepared.targets[test_frames]
+    assert prepared.score(interpolated_targets, prepared.test) < 0.9, "frames' interpolated activity is not the samples"
+
+
+def test_progress_reports_the_epoch_early_stopping_ends_at(recording):
+    settings = TrainSettings(n_pcs=8, epochs=300, patience=3, lr=5e-3, gap_s=0.1, symmetric=False)
+    prepared = prepare(recording, settings)
+    reports: list[EpochReport] = []
+    module = KeypointsEncoder(n_out=8)
+    log = fit(module, prepared, settings, on_epoch=reports.append)
+    assert len(reports) == len(log.losses) < 300
+    last = reports[-1]
+    assert last.epoch == last.last_epoch == last.best_epoch + 3 == log.best_epoch + 3
+    for report in reports:
+        assert report.last_epoch == min(300, report.best_epoch + 3) and report.epoch <= report.last_epoch
+    assert log.validation[log.best_epoch - 1] == max(log.validation)
 
 
 def test_neurons_output_is_the_projection_folded_into_the_readout():
@@ -144,9 +195,9 @@ def test_neurons_output_is_the_projection_folded_into_the_readout():
     components = np.linalg.qr(rng.normal(size=(40, 6)))[0]
     projection = NeuralProjection(rng.normal(size=40), rng.uniform(0.5, 2, 40), components)
     x = rng.normal(size=(300, 30)).astype(np.float32)
-    neurons = predict(to_neurons(module, projection), x)
+    neurons = to_neurons(module, projection).predict(x)
     assert neurons.shape == (300, 40)
-    np.testing.assert_allclose(neurons, projection.to_neurons(predict(module, x)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(neurons, projection.to_neurons(module.predict(x)), rtol=1e-4, atol=1e-4)
 
 
 def _invoke(args: list[str]):
@@ -156,11 +207,13 @@ def _invoke(args: list[str]):
 def test_cli_trains_from_a_session_folder(recording, tmp_path):
     folder = write_session(tmp_path / "session", recording)
     out = tmp_path / "encoder.npz"
-    result = _invoke([str(folder), "--out", str(out), "--epochs", "2", "--pcs", "4", "--lookahead", "3", "--json"])
+    result = _invoke([str(folder), "--out", str(out), "--epochs", "2", "--pcs", "4", "--lookahead", "3",
+                      "--model", "network", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     for key in ("test_variance_explained", "test_variance_explained_noncausal", "lookahead_ms", "n_pcs"):
         assert key in report
+    assert report["model"] == "network" and set(report["models"]) == {"network", "ridge", "symmetric"}
     assert report["lookahead_ms"] == pytest.approx(60.0) and report["n_pcs"] == 4
     encoder = load_encoder(out)
     assert encoder.describe()["lookahead_frames"] == 3
@@ -227,3 +280,38 @@ def test_cli_bad_inputs_give_one_line(recording, tmp_path, case):
     }[case]
     assert expected in lines[0]
     assert not (tmp_path / "e.npz").exists()
+
+
+FACEMAP_PYTHON = Path(__file__).parents[1] / ".facemap-venv" / "bin" / "python"
+
+
+@pytest.mark.skipif(not FACEMAP_PYTHON.is_file(), reason=f"no Facemap environment at {FACEMAP_PYTHON} (.ci/run builds it)")
+def test_facemap_own_network_trains_on_the_same_split_and_is_scored_the_same_way(recording, tmp_path, monkeypatch):
+    folder = write_session(tmp_path / "session", recording)
+    monkeypatch.setenv("FACEMAP_PYTHON", str(FACEMAP_PYTHON))
+    result = _invoke([str(folder), "--out", str(tmp_path / "e.npz"), "--epochs", "3", "--pcs", "4", "--facemap", "--json"])
+    assert result.exit_code == 0, result.output
+    facemap = json.loads(result.stdout)["models"]["facemap"]
+    assert facemap["epochs"] == {"run": 3, "kept": 3} and facemap["samples_test"] > 100
+    # our scoring of its test predictions is Facemap's own figure: the same samples, the same formula
+    assert facemap["test_variance_explained"] == pytest.approx(facemap["facemap_own_variance_explained"], abs=1e-5)
+
+
+def test_facemap_comparison_without_facemap_is_one_line(recording, tmp_path, monkeypatch):
+    folder = write_session(tmp_path / "session", recording)
+    monkeypatch.setenv("FACEMAP_PYTHON", str(tmp_path / "no-such-python"))
+    result = _invoke([str(folder), "--out", str(tmp_path / "e.npz"), "--epochs", "1", "--facemap"])
+    assert result.exit_code != 0
+    assert len(result.output.strip().splitlines()) == 1 and "Facemap not found" in result.output
+    assert not (tmp_path / "e.npz").exists()
+
+
+def test_each_model_can_be_named_and_a_sum_refuses_a_look_ahead(recording, tmp_path):
+    folder = write_session(tmp_path / "session", recording)
+    for model in ("ridge", "ridge+network"):
+        out = tmp_path / f"{model}.npz"
+        result = _invoke([str(folder), "--out", str(out), "--epochs", "2", "--pcs", "4", "--model", model, "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["model"] == model and load_encoder(out).model == model
+    result = _invoke([str(folder), "--out", str(tmp_path / "x.npz"), "--model", "ridge+network", "--lookahead", "3"])
+    assert result.exit_code != 0 and "has no look-ahead" in result.output

@@ -93,10 +93,42 @@ def test_the_neural_files_hold_the_population_at_its_own_rate(session):
     np.testing.assert_allclose(t_ns, expected * 1e9, atol=1)
     cam = SyntheticCamera(*SIZE, fps=FPS, seed=SEED)
     population = NeuralPopulation.create(NEURONS, SEED)
-    rates = population.rates(cam.model.latents, t_ns / 1e9)
-    noise = (activity - rates) / population.noise_sd[:, None]
-    assert abs(noise.mean()) < 0.05 and 0.95 < noise.std() < 1.05, "the rates plus unit-scaled noise"
-    assert np.corrcoef(rates.ravel(), activity.ravel())[0, 1] > 0.5
+    expected_counts = population.rates(cam.model.latents, t_ns / 1e9) / NEURAL_RATE  # rate x bin
+    assert (activity >= 0).all() and (activity == np.round(activity)).all(), "spike counts"
+    # each neuron's count follows its face-driven rate (shared noise and gamma-Poisson aside)
+    assert np.corrcoef(expected_counts.sum(axis=1), activity.sum(axis=1))[0, 1] > 0.7
+    assert 0.5 < activity.sum() / expected_counts.sum() < 2.0
+
+
+def test_no_video_writes_the_same_keypoints_and_neurons_without_frames(session, tmp_path):
+    out = tmp_path / "fast"
+    result = CliRunner().invoke(main, [
+        "simulate", "--frames", str(FRAMES), "--out", str(out), "--seed", str(SEED), "--fps", str(FPS),
+        "--width", str(SIZE[0]), "--height", str(SIZE[1]), "--neurons", str(NEURONS), "--neural-rate",
+        str(NEURAL_RATE), "--no-video", "--quiet",
+    ])
+    assert result.exit_code == 0, result.output
+    assert not (out / VIDEO_NAME).exists()
+    with h5py.File(out / POSE_NAME) as fast, h5py.File(session / POSE_NAME) as rendered:
+        for name in BODYPARTS:
+            for column in ("x", "y", "likelihood"):
+                np.testing.assert_array_equal(fast[f"Facemap/{name}/{column}"][()], rendered[f"Facemap/{name}/{column}"][()])
+    np.testing.assert_array_equal(np.load(out / NEURAL_NAME), np.load(session / NEURAL_NAME))
+
+
+def test_the_heldout_population_is_built_differently(tmp_path):
+    """Same face, different neurons: its activity is not the default population's."""
+    folders = {}
+    for population in ("default", "heldout"):
+        folders[population] = tmp_path / population
+        write_session(folders[population], 200, seed=2, fps=50.0, width=160, height=120, neurons=50,
+                      population=population, video=False, progress=False)
+        with h5py.File(folders[population] / POSE_NAME) as f:
+            assert f.attrs["population"] == population
+    default, heldout = (np.load(folders[p] / NEURAL_NAME) for p in ("default", "heldout"))
+    assert default.shape == heldout.shape == (50, len(np.load(folders["default"] / NEURAL_TIMES_NAME)))
+    assert (heldout >= 0).all() and heldout.sum() > 0
+    assert not np.array_equal(default, heldout)
 
 
 def test_population_leads_and_lags_behaviour_by_its_shifts():
@@ -139,6 +171,8 @@ def test_write_session_refuses_nonsense(tmp_path):
         write_session(tmp_path, 3, neurons=-1, progress=False)
     with pytest.raises(ConfigError):
         write_session(tmp_path, 3, neural_rate=0.0, progress=False)
+    with pytest.raises(ConfigError, match="population must be one of default, heldout"):
+        write_session(tmp_path, 3, population="other", progress=False)
     assert not (tmp_path / VIDEO_NAME).exists()
 
 

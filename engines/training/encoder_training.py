@@ -17,11 +17,13 @@ Where this differs, and why:
   file: a live experiment has no whole session to normalise with;
 - outlier keypoints (NaN, low likelihood, jumps) hold their last accepted position
   (``encoder.InputCleaner``), causally, instead of being interpolated between both neighbours;
-- the neural activity is resampled to the frame times (linear interpolation; Gaussian
-  smoothing first only when it is sampled faster than the frames), and every frame with a
-  target counts in the loss, where Facemap predicts at each frame and scores the frames nearest
-  the neural samples; the activity at frame t is predicted from frame t (Facemap shifts it by
-  one neural sample);
+- the neural activity is resampled to the frame times for training (linear interpolation;
+  Gaussian smoothing first only when it is sampled faster than the frames), and every frame
+  with a target counts in the loss, where Facemap trains on the frames nearest the neural
+  samples; the activity at frame t is predicted from frame t (Facemap shifts it by one neural
+  sample). Every score, though, is on the recorded samples, each predicted by the output at
+  the last frame at or before it (``Prepared.score``): scoring on interpolated frames would
+  average noise away and read higher;
 - early stopping: the last 10 % of each training segment (after a gap) is a validation block;
   the weights kept are those of the epoch that predicts the validation blocks best, and
   training stops ``patience`` (20) epochs after it. Facemap runs a fixed 300 epochs, which on
@@ -32,8 +34,11 @@ Where this differs, and why:
   pads each segment with zeros); test blocks are kept ``gap_s`` (0.5 s) away from training
   frames on both sides (Facemap: 3 neural samples, on one side).
 
-The causal model (look-ahead L frames, 0 by default) and the symmetric Facemap-style model
-(201 taps, 100 of them in the future) are trained on the same split from the same seed.
+Three causal models are fitted on the same split from the same seed: the ridge model on lagged
+positions and speeds (``ridge_fit``), the network (look-ahead L frames, 0 by default) and the
+network fitted to the ridge model's residuals; the one saved is the best on the validation
+blocks. The symmetric Facemap-style network (201 taps, 100 of them in the future), a shuffled
+control and Facemap's own network (``facemap_encoder``) are fitted for comparison only.
 """
 from __future__ import annotations
 
@@ -50,7 +55,19 @@ import torch
 from tqdm import tqdm
 
 from ..bodyparts import BODYPARTS, N_KEYPOINTS
-from ..encoder import N_IN, InputSpec, KeypointsEncoder, NeuralProjection, clean_and_normalise, save_encoder
+from ..encoder import (
+    MODELS,
+    N_IN,
+    InputSpec,
+    KeypointsEncoder,
+    NeuralProjection,
+    RidgePlusNetwork,
+    clean_and_normalise,
+    save_encoder,
+)
+from ..lagged_ridge import LaggedRidge
+from .facemap_encoder import facemap_network
+from .ridge_fit import fit_ridge
 
 KEYPOINTS_SUFFIX = "_FacemapPose.h5"
 NEURAL_NAME = "neural.npy"
@@ -261,14 +278,19 @@ class TrainSettings:
     gap_s: float = 0.5
     likelihood_threshold: float = 0.52
     seed: int = 0
+    model: str = "best"  # the model saved: "best" on validation, or one of encoder.MODELS
     symmetric: bool = True  # also train the Facemap-style model for comparison
     shuffled_control: bool = False  # also train on activity shifted half a session against the keypoints
     threads: int = 1  # torch threads; 0 = torch's default (on a busy 2-core machine, 1 is far faster)
+    facemap_python: str | None = None  # an interpreter with Facemap 1.0.8: also train its own network, for comparison
 
     def __post_init__(self) -> None:
         problems = [
             (self.n_pcs < 1, f"pcs must be at least 1, not {self.n_pcs}"),
             (self.output not in ("pcs", "neurons"), f"output must be pcs or neurons, not {self.output!r}"),
+            (self.model not in ("best", *MODELS), f"model must be best or one of {', '.join(MODELS)}, not {self.model!r}"),
+            (self.model == "ridge+network" and self.lookahead_frames > 0,
+             "a ridge+network model has no look-ahead: use --model network with --lookahead"),
             (not 0 <= self.lookahead_frames <= SYMMETRIC_LOOKAHEAD,
              f"lookahead must be 0..{SYMMETRIC_LOOKAHEAD} frames, not {self.lookahead_frames}"),
             (self.epochs < 1, f"epochs must be at least 1, not {self.epochs}"),
@@ -289,15 +311,37 @@ class Prepared:
 
     inputs: np.ndarray  # (frames, 30) float32, exactly what the streaming encoder sees
     targets: np.ndarray  # (frames, n_pcs) float32; NaN where no neural sample covers the frame
-    neurons: np.ndarray  # (frames, neurons) float32, the z-scored activity the targets project
     train: list[tuple[int, int]]  # frame ranges [start, end)
-    validation: list[tuple[int, int]]  # the end of each training segment, for early stopping
+    validation: list[tuple[int, int]]  # the end of each training segment, for early stopping and choosing
     test: list[tuple[int, int]]
     spec: InputSpec
     projection: NeuralProjection
+    sample_frame: np.ndarray  # (samples,) the last frame at or before each neural sample (-1: none)
+    sample_neurons: np.ndarray  # (samples, neurons) float32, the recorded samples z-scored
+    sample_targets: np.ndarray  # (samples, n_pcs) float32, their principal components
 
     def frames(self, ranges: list[tuple[int, int]]) -> np.ndarray:
         return np.concatenate([np.arange(a, b) for a, b in ranges])
+
+    def samples_in(self, ranges: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """The neural samples scored on ``ranges``: those whose last frame lies in one, and
+        that frame's row in the frames of ``ranges`` concatenated."""
+        frames = self.frames(ranges)
+        row = np.searchsorted(frames, self.sample_frame)
+        inside = row < len(frames)
+        inside[inside] = frames[row[inside]] == self.sample_frame[inside]
+        return np.flatnonzero(inside), row[inside]
+
+    def score(self, predicted: np.ndarray, ranges: list[tuple[int, int]], neurons: bool = False) -> float:
+        """Variance explained on the recorded samples of ``ranges``, each predicted by the
+        prediction at its last frame. predicted: one row per frame of ``ranges``, in order.
+        neurons: the mean over neurons of each neuron's own figure, instead of the pooled
+        figure of the components."""
+        samples, rows = self.samples_in(ranges)
+        if not neurons:
+            return variance_explained(self.sample_targets[samples], predicted[rows])
+        return float(np.nanmean(neuron_variance_explained(
+            self.sample_neurons[samples], predicted[rows] @ self.projection.components.T)))
 
 
 def split_segments(n_frames: int, first: int, segments: int, test_fraction: float, gap: int) -> tuple[list, list]:
@@ -398,7 +442,7 @@ def prepare(recording: Recording, settings: TrainSettings) -> Prepared:
             f"({recording.frame_t_s[0]:.3f} .. {recording.frame_t_s[-1]:.3f} s) do not overlap: are their times on one clock?")
     gap = math.ceil(settings.gap_s * recording.frame_rate_hz)
     train, test = split_segments(len(covered), int(covered[0]), settings.segments, settings.test_fraction, gap)
-    train, validation = carve_validation(train, gap) if settings.patience else (train, [])
+    train, validation = carve_validation(train, gap)
     train_frames = np.concatenate([np.arange(a, b) for a, b in train])
 
     spec = fit_inputs(recording.keypoints, train_frames, settings.likelihood_threshold)
@@ -415,7 +459,12 @@ def prepare(recording: Recording, settings: TrainSettings) -> Prepared:
     components *= np.where(components.sum(axis=0) < 0, -1.0, 1.0)  # a fixed sign per component
     projection = NeuralProjection(mean, scale, components)
     targets = (z @ projection.components).astype(np.float32)
-    return Prepared(inputs.astype(np.float32), targets, z, train, validation, test, spec, projection)
+    sample_frame = np.searchsorted(recording.frame_t_s, recording.neural_t_s, side="right") - 1
+    sample_neurons = ((recording.neural.T - mean) / scale).astype(np.float32)
+    return Prepared(
+        inputs.astype(np.float32), targets, train, validation, test, spec, projection,
+        sample_frame, sample_neurons, (sample_neurons @ projection.components).astype(np.float32),
+    )
 
 
 # -- training -----------------------------------------------------------------------------
@@ -433,18 +482,22 @@ def neuron_variance_explained(target: np.ndarray, prediction: np.ndarray) -> np.
     return 1.0 - ((target - prediction) ** 2).mean(axis=0) / np.where(variance > 0, variance, np.nan)
 
 
-def predict(module: KeypointsEncoder, inputs: np.ndarray) -> np.ndarray:
-    """The module over the whole sequence: row t is the prediction for frame t."""
-    module.eval()
-    with torch.no_grad():
-        return module(torch.from_numpy(inputs)).numpy()
-
-
 @dataclass(frozen=True)
 class FitLog:
     losses: list[float]  # mean training loss of each epoch run
-    validation: list[float]  # validation variance explained after each epoch (empty without early stopping)
+    validation: list[float]  # validation variance explained (on samples) after each epoch
     best_epoch: int  # the epoch whose weights were kept (counted from 1)
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What one epoch did, for a progress display."""
+
+    epoch: int
+    loss: float
+    validation: float
+    best_epoch: int
+    last_epoch: int  # the epoch training will stop after unless validation improves
 
 
 def predict_ranges(module: KeypointsEncoder, x: torch.Tensor, ranges: list[tuple[int, int]]) -> torch.Tensor:
@@ -460,14 +513,16 @@ def predict_ranges(module: KeypointsEncoder, x: torch.Tensor, ranges: list[tuple
 
 def fit(
     module: KeypointsEncoder, prepared: Prepared, settings: TrainSettings, targets: np.ndarray | None = None,
-    on_epoch: Callable[[int, float, float | None], None] | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None, offset: np.ndarray | None = None,
 ) -> FitLog:
-    """Train ``module`` in place with Facemap's recipe, one step per training segment. With
-    validation blocks, keep the weights of the epoch that predicts them best and stop
-    ``settings.patience`` epochs after it."""
+    """Train ``module`` in place with Facemap's recipe, one step per training segment, scoring
+    the validation samples after each epoch. With ``settings.patience``, keep the weights of
+    the epoch that predicts them best and stop ``patience`` epochs after it; without, keep the
+    last epoch's. offset: (frames, n_out) added to the module's predictions before they are
+    scored, for a module fitted to another model's residuals (``targets`` then being them)."""
     x = torch.from_numpy(prepared.inputs)
     y = torch.from_numpy(prepared.targets if targets is None else targets)
-    y_validation = y[prepared.frames(prepared.validation)].numpy() if prepared.validation else None
+    validation_offset = 0.0 if offset is None else offset[prepared.frames(prepared.validation)]
     optimizer = torch.optim.AdamW(module.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     anneal = {round(settings.epochs * 2 / 3), round(settings.epochs * 5 / 6)}
     order = np.random.default_rng(settings.seed)
@@ -475,9 +530,9 @@ def fit(
     losses: list[float] = []
     scores: list[float] = []
     best_epoch, best_state = settings.epochs, None
-    for epoch in range(settings.epochs):
+    for epoch in range(1, settings.epochs + 1):
         module.train()
-        if epoch in anneal:
+        if epoch - 1 in anneal:
             for group in optimizer.param_groups:
                 group["lr"] /= 10.0
         total = 0.0
@@ -490,21 +545,20 @@ def fit(
             optimizer.step()
             total += loss.item()
         losses.append(total / len(prepared.train))
-        score = None
-        if y_validation is not None:
-            module.eval()
-            with torch.no_grad():
-                score = variance_explained(y_validation, predict_ranges(module, x, prepared.validation).numpy())
-            scores.append(score)
-            if best_state is None or score > scores[best_epoch - 1]:
-                best_epoch, best_state = epoch + 1, {k: v.clone() for k, v in module.state_dict().items()}
+        module.eval()
+        with torch.no_grad():
+            predicted = predict_ranges(module, x, prepared.validation).numpy() + validation_offset
+            scores.append(prepared.score(predicted, prepared.validation))
+        if settings.patience and (best_state is None or scores[-1] > scores[best_epoch - 1]):
+            best_epoch, best_state = epoch, {k: v.clone() for k, v in module.state_dict().items()}
+        last = min(settings.epochs, best_epoch + settings.patience) if settings.patience else settings.epochs
         if on_epoch:
-            on_epoch(epoch + 1, losses[-1], score)
-        if best_state is not None and epoch + 1 - best_epoch >= settings.patience:
+            on_epoch(EpochReport(epoch, losses[-1], scores[-1], best_epoch if settings.patience else epoch, last))
+        if epoch >= last:
             break
     if best_state is not None:
         module.load_state_dict(best_state)
-    return FitLog(losses, scores, best_epoch)
+    return FitLog(losses, scores, best_epoch if settings.patience else len(losses))
 
 
 def _new_module(n_out: int, lookahead: int, seed: int) -> KeypointsEncoder:
@@ -512,7 +566,19 @@ def _new_module(n_out: int, lookahead: int, seed: int) -> KeypointsEncoder:
     return KeypointsEncoder(n_out=n_out, lookahead_frames=lookahead)
 
 
-def to_neurons(module: KeypointsEncoder, projection: NeuralProjection) -> KeypointsEncoder:
+def model_to_neurons(model: KeypointsEncoder | LaggedRidge | RidgePlusNetwork,
+                     projection: NeuralProjection) -> KeypointsEncoder | LaggedRidge | RidgePlusNetwork:
+    """Any of the models with the projection folded into its readout: outputs are neurons (the
+    mean added once, by the ridge part of a sum)."""
+    if isinstance(model, KeypointsEncoder):
+        return to_neurons(model, projection)
+    if isinstance(model, LaggedRidge):
+        return ridge_to_neurons(model, projection)
+    return RidgePlusNetwork(ridge_to_neurons(model.ridge, projection),
+                            to_neurons(model.network, projection, with_mean=False))
+
+
+def to_neurons(module: KeypointsEncoder, projection: NeuralProjection, with_mean: bool = True) -> KeypointsEncoder:
     """The same network with the readout folded through the projection: outputs are neurons."""
     w = module.readout.features.linear0.weight.detach().numpy().astype(np.float64)
     b = module.readout.features.linear0.bias.detach().numpy().astype(np.float64)
@@ -523,14 +589,20 @@ def to_neurons(module: KeypointsEncoder, projection: NeuralProjection) -> Keypoi
     )
     state = {k: v.clone() for k, v in module.state_dict().items()}
     state["readout.features.linear0.weight"] = torch.from_numpy((u @ w).astype(np.float32))
-    state["readout.features.linear0.bias"] = torch.from_numpy((u @ b + projection.mean).astype(np.float32))
+    state["readout.features.linear0.bias"] = torch.from_numpy((u @ b + projection.mean * with_mean).astype(np.float32))
     out.load_state_dict(state)
     return out.eval()
 
 
+def ridge_to_neurons(model: LaggedRidge, projection: NeuralProjection) -> LaggedRidge:
+    """The same ridge model with the projection folded into its readout: outputs are neurons."""
+    u = projection.components.astype(np.float64) * projection.scale[:, None]
+    return model.with_readout(u, projection.mean.astype(np.float64))
+
+
 @dataclass(eq=False)
 class TrainingResult:
-    module: KeypointsEncoder  # the causal encoder, outputs as settings.output
+    model: KeypointsEncoder | LaggedRidge | RidgePlusNetwork  # the model saved, outputs as settings.output
     spec: InputSpec
     projection: NeuralProjection
     settings: TrainSettings
@@ -538,14 +610,14 @@ class TrainingResult:
     summary: dict[str, Any]
 
     def save(self, path: str | Path) -> None:
-        """Write the causal encoder (with the projection when it outputs PCs), named after the
-        file; written beside it first and moved into place, so a failed save leaves no half file."""
+        """Write the chosen causal encoder (with the projection when it outputs PCs), named after
+        the file; written beside it first and moved into place, so a failed save leaves no half file."""
         target = Path(path)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         pcs = self.settings.output == "pcs"
         try:
             save_encoder(
-                self.module, tmp, name=target.stem, kind=self.settings.output, inputs=self.spec, trained=True,
+                self.model, tmp, name=target.stem, kind=self.settings.output, inputs=self.spec, trained=True,
                 frame_rate_hz=self.frame_rate_hz, projection=self.projection if pcs else None,
                 n_neurons=self.projection.n_neurons, training=self.summary,
             )
@@ -555,21 +627,21 @@ class TrainingResult:
 
     def line(self) -> str:
         """The scores in one line for a person."""
-        r = self.summary
-        symmetric = (f", {r['test_variance_explained_noncausal']:.3f} symmetric (+-{r['noncausal_lookahead_frames']} frames)"
-                     if "test_variance_explained_noncausal" in r else "")
-        control = (f", shuffled control {r['test_variance_explained_shuffled']:.3f}"
-                   if "test_variance_explained_shuffled" in r else "")
+        r, models = self.summary, self.summary["models"]
+        others = "".join(
+            f", {label} {models[label]['test_variance_explained']:.3f}"
+            for label in ("network", "ridge", "ridge+network", "symmetric", "facemap", "shuffled") if label in models and label != r["model"])
         return (
-            f"test variance explained {r['test_variance_explained']:.3f} causal "
-            f"(look-ahead {self.settings.lookahead_frames} frames, {r['lookahead_ms']:.0f} ms){symmetric}{control}; "
-            f"{r['n_pcs']} PCs of {r['n_neurons']} neurons, {r['frames_train']} training / {r['frames_test']} test frames, "
-            f"{r['seconds']:.0f} s"
+            f"saved the {r['model']} model: test variance explained {r['test_variance_explained']:.3f} on "
+            f"{r['samples_test']} recorded samples (look-ahead {r['lookahead_frames']} frames){others}; "
+            f"{r['n_pcs']} PCs of {r['n_neurons']} neurons, {r['frames_train']} training / {r['frames_test']} test "
+            f"frames, {r['seconds']:.0f} s"
         )
 
 
 def train_encoders(recording: Recording, settings: TrainSettings, progress: bool = True) -> TrainingResult:
-    """Fit the causal encoder (and, per settings, the symmetric model and the shuffled control)."""
+    """Fit the causal network and the causal ridge model (and, per settings, the symmetric
+    network and the shuffled control), score them on the recorded samples, keep one."""
     threads = torch.get_num_threads()
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -579,65 +651,106 @@ def train_encoders(recording: Recording, settings: TrainSettings, progress: bool
         torch.set_num_threads(threads)
 
 
+def _fit_network(
+    prepared: Prepared, settings: TrainSettings, label: str, lookahead: int, targets: np.ndarray | None,
+    progress: bool, offset: np.ndarray | None = None,
+) -> tuple[KeypointsEncoder, dict[str, Any]]:
+    """A network fitted to ``targets`` (default: the components), scored with ``offset`` added."""
+    module = _new_module(prepared.projection.components.shape[1], lookahead, settings.seed)
+    with tqdm(total=settings.epochs, desc=f"{label} (L={lookahead})", unit="epoch", disable=not progress) as bar:
+
+        def on_epoch(report: EpochReport) -> None:
+            bar.total = report.last_epoch  # early stopping: the epoch it ends at unless validation improves
+            bar.update(1)
+            bar.set_postfix(loss=f"{report.loss:.3f}", val_ve=f"{report.validation:.3f}",
+                            best=report.best_epoch, left=report.last_epoch - report.epoch, refresh=False)
+
+        log = fit(module, prepared, settings, targets, on_epoch, offset)
+    predicted = module.predict(prepared.inputs) + (0.0 if offset is None else offset)
+    return module, _scores(prepared, predicted) | {"epochs": {"run": len(log.losses), "kept": log.best_epoch}}
+
+
+def _scores(prepared: Prepared, predicted: np.ndarray) -> dict[str, float]:
+    """A model's figures on the recorded samples; predicted: one row per frame."""
+    validation, test = prepared.frames(prepared.validation), prepared.frames(prepared.test)
+    return {
+        "validation_variance_explained": prepared.score(predicted[validation], prepared.validation),
+        "test_variance_explained": prepared.score(predicted[test], prepared.test),
+        "test_variance_explained_neurons": prepared.score(predicted[test], prepared.test, neurons=True),
+    }
+
+
 def _train(recording: Recording, settings: TrainSettings, progress: bool) -> TrainingResult:
     started = time.perf_counter()
     prepared = prepare(recording, settings)
-    n_pcs = prepared.projection.components.shape[1]
-    test_frames = prepared.frames(prepared.test)
-    test_targets = prepared.targets[test_frames]
-    runs = [("causal", settings.lookahead_frames, None)]
+    validation = prepared.frames(prepared.validation)
+
+    ridge = fit_ridge(prepared.inputs, prepared.targets, prepared.frames(prepared.train),
+                      lambda predicted: prepared.score(predicted[validation], prepared.validation))
+    ridge_predicted = ridge.model.predict(prepared.inputs)
+    models: dict[str, dict[str, Any]] = {"ridge": _scores(prepared, ridge_predicted) | {
+        "window_frames": ridge.window_frames, "penalty": ridge.penalty}}
+    candidates = ["ridge"]  # the models that may be saved
+    runs = []  # label, look-ahead, targets, offset of each network to fit
+    if settings.model in ("best", "network"):
+        candidates.append("network")
+        runs.append(("network", settings.lookahead_frames, None, None))
+    if settings.model == "ridge+network" or (settings.model == "best" and settings.lookahead_frames == 0):
+        candidates.append("ridge+network")
+        residuals = (prepared.targets - ridge_predicted).astype(np.float32)
+        runs.append(("ridge+network", 0, residuals, ridge_predicted))
     if settings.symmetric:
-        runs.append(("symmetric", SYMMETRIC_LOOKAHEAD, None))
+        runs.append(("symmetric", SYMMETRIC_LOOKAHEAD, None, None))
     if settings.shuffled_control:
         shuffled = prepared.targets.copy()
         covered = np.flatnonzero(np.isfinite(prepared.targets[:, 0]))
         shuffled[covered] = np.roll(prepared.targets[covered], len(covered) // 2, axis=0)
-        runs.append(("shuffled", settings.lookahead_frames, shuffled))
+        runs.append(("shuffled", settings.lookahead_frames, shuffled, None))
+    networks = {}
+    for label, lookahead, targets, offset in runs:
+        networks[label], models[label] = _fit_network(prepared, settings, label, lookahead, targets, progress, offset)
 
-    results, modules = {}, {}
-    for label, lookahead, targets in runs:
-        module = _new_module(n_pcs, lookahead, settings.seed)
-        with tqdm(total=settings.epochs, desc=f"{label} (L={lookahead})", unit="epoch", disable=not progress) as bar:
-
-            def on_epoch(epoch: int, loss: float, score: float | None) -> None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", **({} if score is None else {"val_ve": f"{score:.3f}"}), refresh=False)
-
-            log = fit(module, prepared, settings, targets, on_epoch)
-        predicted = predict(module, prepared.inputs)[test_frames]
-        results[label] = {
-            "pcs": variance_explained(test_targets, predicted),
-            "neurons": float(np.nanmean(neuron_variance_explained(
-                prepared.neurons[test_frames], predicted @ prepared.projection.components.T))),
-            "epochs": {"run": len(log.losses), "kept": log.best_epoch},
-        }
-        modules[label] = module
-
+    chosen = settings.model
+    if chosen == "best":
+        chosen = max(candidates, key=lambda m: models[m]["validation_variance_explained"])
+    model: KeypointsEncoder | LaggedRidge | RidgePlusNetwork = ridge.model
+    if chosen == "network":
+        model = networks["network"]
+    elif chosen == "ridge+network":
+        model = RidgePlusNetwork(ridge.model, networks["ridge+network"])
+    lookahead = settings.lookahead_frames if chosen == "network" else 0
     rate = recording.frame_rate_hz
-    causal = results["causal"]
+    kept = models[chosen]
     summary: dict[str, Any] = {
-        "test_variance_explained": causal["pcs"],
-        "test_variance_explained_neurons": causal["neurons"],
-        "lookahead_frames": settings.lookahead_frames,
-        "lookahead_ms": 1000.0 * settings.lookahead_frames / rate,
-        "epochs": {label: r["epochs"] for label, r in results.items()},
+        "model": chosen,
+        "test_variance_explained": kept["test_variance_explained"],
+        "test_variance_explained_neurons": kept["test_variance_explained_neurons"],
+        "validation_variance_explained": kept["validation_variance_explained"],
+        "scored_on": "recorded neural samples of the test blocks, each predicted at the last frame at or before it",
+        "lookahead_frames": lookahead,
+        "lookahead_ms": 1000.0 * lookahead / rate,
+        "models": models,
     }
-    if "symmetric" in results:
+    if "symmetric" in models:
+        symmetric = models["symmetric"]["test_variance_explained"]
         summary.update(
-            test_variance_explained_noncausal=results["symmetric"]["pcs"],
-            test_variance_explained_neurons_noncausal=results["symmetric"]["neurons"],
+            test_variance_explained_noncausal=symmetric,
             noncausal_lookahead_frames=SYMMETRIC_LOOKAHEAD,
-            causal_over_noncausal=causal["pcs"] / results["symmetric"]["pcs"] if results["symmetric"]["pcs"] > 0 else None,
+            causal_over_noncausal=kept["test_variance_explained"] / symmetric if symmetric > 0 else None,
         )
-    if "shuffled" in results:
-        summary["test_variance_explained_shuffled"] = results["shuffled"]["pcs"]
+    if settings.facemap_python:
+        models["facemap"] = facemap_network(recording, prepared, settings, settings.facemap_python)
+    if "shuffled" in models:
+        summary["test_variance_explained_shuffled"] = models["shuffled"]["test_variance_explained"]
     summary.update(
         kind=settings.output,
-        n_pcs=n_pcs,
+        n_pcs=prepared.projection.components.shape[1],
         n_neurons=prepared.projection.n_neurons,
         frames_train=int(sum(b - a for a, b in prepared.train)),
-        frames_validation=int(sum(b - a for a, b in prepared.validation)),
-        frames_test=int(len(test_frames)),
+        frames_validation=int(len(validation)),
+        frames_test=int(sum(b - a for a, b in prepared.test)),
+        samples_validation=int(len(prepared.samples_in(prepared.validation)[0])),
+        samples_test=int(len(prepared.samples_in(prepared.test)[0])),
         frame_rate_hz=rate,
         neural_rate_hz=recording.neural_rate_hz,
         jump_threshold_px=prepared.spec.jump_threshold_px,
@@ -646,7 +759,6 @@ def _train(recording: Recording, settings: TrainSettings, progress: bool) -> Tra
         sources=recording.sources,
         seconds=time.perf_counter() - started,
     )
-    module = modules["causal"]
     if settings.output == "neurons":
-        module = to_neurons(module, prepared.projection)
-    return TrainingResult(module.eval(), prepared.spec, prepared.projection, settings, rate, summary)
+        model = model_to_neurons(model, prepared.projection)
+    return TrainingResult(model, prepared.spec, prepared.projection, settings, rate, summary)

@@ -225,13 +225,17 @@ def eval_command(frames, labels, model, engine, threads, as_json, quiet) -> None
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="AdamW learning rate (divided by 10 at 2/3 and 5/6 of the epochs).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the initial weights and the segment order.")
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True, help="Torch threads (0 = one per core).")
+@click.option("--model", "model_choice", type=click.Choice(["best", "ridge", "network", "ridge+network"]), default="best", show_default=True, help="The model saved: the best on validation of the causal ridge model, the causal network and the two summed (the network fitted to the ridge model's residuals), or the one named.")
 @click.option("--shuffled-control", is_flag=True, help="Also train on activity shifted half the session against the keypoints and report its test variance explained.")
+@click.option("--facemap", is_flag=True, help="Also train Facemap 1.0.8's own network on the same split, in Facemap's interpreter (FACEMAP_PYTHON), and score it the same way.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_encoder(session_dir, out, keypoints, neural, neural_times, frame_times, fps, output, pcs, lookahead,
-                  epochs, patience, lr, seed, threads, shuffled_control, as_json, quiet) -> None:
-    """Train the causal keypoints-to-neural encoder on a paired recording (Facemap's recipe),
-    and the symmetric Facemap-style model on the same split for comparison.
+                  epochs, patience, lr, seed, threads, model_choice, shuffled_control, facemap, as_json, quiet) -> None:
+    """Train causal keypoints-to-neural models on a paired recording (a ridge model, Facemap's
+    network made causal, and the two summed), score them on the recorded neural samples of
+    held-out blocks and save the best on validation; the symmetric Facemap-style network trains
+    on the same split for comparison.
 
     SESSION_DIR holds one *_FacemapPose.h5, neural.npy and, if the rates differ, neural_t_ns.npy
     (as `facestream simulate` writes them); the options name files instead or as well.
@@ -257,9 +261,16 @@ def train_encoder(session_dir, out, keypoints, neural, neural_times, frame_times
             raise EncoderTrainingError(f"--out {target}: folder {target.parent} does not exist")
         if target.is_dir():
             raise EncoderTrainingError(f"--out {target} is a folder")
+        python = None
+        if facemap:
+            from facestream.streamer.tools.facemap_compare import facemap_python
+
+            python = facemap_python()
+            if python is None:
+                raise EncoderTrainingError("--facemap: Facemap not found (set FACEMAP_PYTHON to an interpreter that has it)")
         settings = TrainSettings(
             n_pcs=pcs, output=output, lookahead_frames=lookahead, epochs=epochs, patience=patience, lr=lr, seed=seed,
-            threads=threads, shuffled_control=shuffled_control,
+            threads=threads, model=model_choice, shuffled_control=shuffled_control, facemap_python=python,
         )
         recording = load_recording(
             files["keypoints"], files["neural"], neural_times or found.get("neural_times"), frame_times, fps)
@@ -272,4 +283,26 @@ def train_encoder(session_dir, out, keypoints, neural, neural_times, frame_times
     guarded(body)
 
 
-COMMANDS = (fetch_models, models, export, train_tracker, eval_command, train_encoder)
+@click.command("predict-neural")
+@click.argument("encoder")
+@click.argument("keypoints", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(), required=True, help="Predictions to write: float32 (frames, outputs) .npy.")
+@click.option("--neurons", is_flag=True, help="Every neuron of the training population in its units (an encoder of principal components applies its projection).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def predict_neural_command(encoder, keypoints, out, neurons, quiet) -> None:
+    """Apply ENCODER (an .npz file, or default) to KEYPOINTS (Facemap's h5 layout, a recording
+    or a tracked video) as the live pipeline would: streaming, causal, one row per frame, row t
+    being what a run publishes with frame t."""
+
+    def body() -> None:
+        from facestream.streamer.tools.predict_neural import predict_neural, save_npy
+
+        predicted, model = predict_neural(None if encoder == "default" else encoder, keypoints, neurons, progress=not quiet)
+        target = save_npy(predicted, out)
+        unit = "neurons" if neurons or model.meta["kind"] == "neurons" else "principal components"
+        say(f"{predicted.shape[0]} frames x {predicted.shape[1]} {unit} -> {target}")
+
+    guarded(body)
+
+
+COMMANDS = (fetch_models, models, export, train_tracker, eval_command, train_encoder, predict_neural_command)

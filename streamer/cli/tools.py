@@ -100,8 +100,10 @@ def track(video, model, bbox, engine, out, batch, threads, quiet) -> None:
 @click.option("--height", type=click.IntRange(min=48), default=480, show_default=True, help="Frame height.")
 @click.option("--neurons", type=click.IntRange(min=0), default=1000, show_default=True, help="Synthetic neurons driven by the behaviour (0 = no neural files).")
 @click.option("--neural-rate", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Their sampling rate in Hz (the neural rig's clock is the camera's).")
+@click.option("--population", type=click.Choice(["default", "heldout"]), default="default", show_default=True, help="The neurons' construction: the default, or the differently built one encoders are evaluated on (docs/encoder.md).")
+@click.option("--no-video", is_flag=True, help="Write the keypoints, latents and neurons without rendering frames (much faster).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def simulate(frames, out_dir, seed, fps, width, height, neurons, neural_rate, quiet) -> None:
+def simulate(frames, out_dir, seed, fps, width, height, neurons, neural_rate, population, no_video, quiet) -> None:
     """Write a synthetic session: video, true keypoints (Facemap's h5), latent behaviour and
     the activity of a neural population driven by it (neural.npy, neural_t_ns.npy)."""
 
@@ -110,10 +112,11 @@ def simulate(frames, out_dir, seed, fps, width, height, neurons, neural_rate, qu
 
         session = write_session(
             out_dir, frames, seed=seed, fps=fps, width=width, height=height, neurons=neurons,
-            neural_rate=neural_rate, progress=not quiet,
+            neural_rate=neural_rate, population=population, video=not no_video, progress=not quiet,
         )
-        neural = f", {session.neural} ({session.neurons} neurons at {neural_rate:g} Hz)" if session.neural else ""
-        say(f"{session.frames} frames -> {session.video}, {session.pose}{neural}")
+        neural = f", {session.neural} ({session.neurons} {population} neurons at {neural_rate:g} Hz)" if session.neural else ""
+        video = f"{session.video}, " if session.video else ""
+        say(f"{session.frames} frames -> {video}{session.pose}{neural}")
 
     guarded(body)
 

@@ -6,7 +6,8 @@ recording whose truth is known. This renders the synthetic camera's frames as fa
 
 Files written into the output folder:
 
-- ``synthetic.avi``: MJPG, grayscale, the nominal frame rate.
+- ``synthetic.avi``: MJPG, grayscale, the nominal frame rate; not with ``video=False``
+  (rendering is most of the time a session takes; the keypoints are the same).
 - ``synthetic_FacemapPose.h5``, in the layout of Facemap's pose output so that its readers work:
 
   - ``/Facemap/<bodypart>/x``, ``y``, ``likelihood``: float32 (nframes,) for each of the 15
@@ -21,10 +22,13 @@ Files written into the output folder:
     ``facestream.camera_adapters.synthetic.face_behaviour`` for units).
   - attributes on the root: ``fps``, ``seed``, ``width``, ``height``, ``frames``, ``bodyparts``.
 
-- ``neural.npy``: float32 (neurons, samples), the activity of a synthetic population driven by
-  the face's latent behaviours (``facestream.engines.training.synthetic_neurons``; the population's
-  seed is the face's), sampled at its own rate (``neural_rate``, 30 Hz by default), as a
-  two-photon or electrophysiology rig beside the camera would.
+- ``neural.npy``: float32 (neurons, samples), spike counts of a synthetic population driven by
+  the face's latent behaviours, in bins ending at the sample times, at its own rate
+  (``neural_rate``, 30 Hz by default), as an electrophysiology rig beside the camera would
+  record them. ``population``: ``default``
+  (``facestream.engines.training.synthetic_neurons``) or ``heldout``, the differently built
+  population encoders are evaluated on (``facestream.engines.training.heldout_population``);
+  either's seed is the face's.
 - ``neural_t_ns.npy``: int64 (samples,), the neural sample times in ns on the frames' clock
   (the same zero as ``/facestream/t_ns``): sample ``k`` at ``(0.25 + k) / neural_rate`` s, a
   quarter period after the first frame, up to the last frame's time.
@@ -43,6 +47,7 @@ from tqdm import tqdm
 
 from facestream.camera_adapters.synthetic.camera import LATENT_NAMES, SyntheticCamera
 from facestream.engines.bodyparts import BODYPARTS, N_KEYPOINTS
+from facestream.engines.training.heldout_population import HeldOutPopulation
 from facestream.engines.training.synthetic_neurons import NeuralPopulation, neural_times
 from facestream.streamer.config import ConfigError
 
@@ -51,13 +56,14 @@ POSE_NAME = "synthetic_FacemapPose.h5"
 NEURAL_NAME = "neural.npy"
 NEURAL_TIMES_NAME = "neural_t_ns.npy"
 _JPEG_QUALITY = 95
+POPULATIONS = {"default": NeuralPopulation, "heldout": HeldOutPopulation}
 
 
 @dataclass(frozen=True)
 class Session:
     """What was written: the files, the number of frames and of neurons (0: no neural files)."""
 
-    video: Path
+    video: Path | None
     pose: Path
     frames: int
     neural: Path | None = None
@@ -67,12 +73,15 @@ class Session:
 
 def write_session(
     out_dir: str | Path, frames: int, *, seed: int = 0, fps: float = 50.0, width: int = 640,
-    height: int = 480, neurons: int = 1000, neural_rate: float = 30.0, progress: bool = True,
+    height: int = 480, neurons: int = 1000, neural_rate: float = 30.0, population: str = "default",
+    video: bool = True, progress: bool = True,
 ) -> Session:
-    """Render ``frames`` synthetic frames into ``out_dir`` (created if missing), with the
-    activity of ``neurons`` synthetic neurons sampled at ``neural_rate`` Hz.
+    """Render ``frames`` synthetic frames into ``out_dir`` (created if missing; with ``video``
+    False only their keypoints and latents), with the activity of ``neurons`` neurons of
+    ``population`` sampled at ``neural_rate`` Hz.
 
-    Raises ConfigError for frames < 1, fps <= 0, neurons < 0 or neural_rate <= 0, OSError when
+    Raises ConfigError for frames < 1, fps <= 0, neurons < 0, neural_rate <= 0 or an unknown
+    population, OSError when
     the folder or a file cannot be written, CameraError for a frame size the camera refuses.
     """
     if frames < 1:
@@ -83,29 +92,38 @@ def write_session(
         raise ConfigError(f"neurons must not be negative, not {neurons}")
     if neural_rate <= 0:
         raise ConfigError(f"neural rate must be positive, not {neural_rate}")
+    if population not in POPULATIONS:
+        raise ConfigError(f"population must be one of {', '.join(POPULATIONS)}, not {population!r}")
     camera = SyntheticCamera(width, height, fps=fps, seed=seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    video_path, pose_path = out / VIDEO_NAME, out / POSE_NAME
+    video_path, pose_path = (out / VIDEO_NAME if video else None), out / POSE_NAME
 
-    writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height), False)
-    if not writer.isOpened():
-        raise OSError(f"cannot write a video to {video_path}")
-    writer.set(cv2.VIDEOWRITER_PROP_QUALITY, _JPEG_QUALITY)
+    writer = None
+    if video_path is not None:
+        writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height), False)
+        if not writer.isOpened():
+            raise OSError(f"cannot write a video to {video_path}")
+        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, _JPEG_QUALITY)
     truth = np.zeros((frames, N_KEYPOINTS, 3), np.float32)
     latents = np.zeros((frames, len(LATENT_NAMES)), np.float64)
     try:
         for k in tqdm(range(frames), desc="simulate", unit="frame", disable=not progress):
-            pixels, truth[k] = camera.render(k)
-            writer.write(pixels)
+            if writer is None:
+                truth[k] = camera.model.pose(camera.time_of(k)).keypoints
+            else:
+                pixels, truth[k] = camera.render(k)
+                writer.write(pixels)
             lat = camera.latents(k)
             latents[k] = [lat[name] for name in LATENT_NAMES]
     finally:
-        writer.release()
+        if writer is not None:
+            writer.release()
 
     frame_id = np.arange(frames, dtype=np.int64)
     with h5py.File(pose_path, "w") as f:
-        f.attrs.update(fps=fps, seed=seed, width=width, height=height, frames=frames, bodyparts=list(BODYPARTS))
+        f.attrs.update(fps=fps, seed=seed, width=width, height=height, frames=frames, bodyparts=list(BODYPARTS),
+                       population=population)
         for i, name in enumerate(BODYPARTS):
             g = f.create_group(f"Facemap/{name}")
             g["x"], g["y"], g["likelihood"] = truth[:, i, 0], truth[:, i, 1], truth[:, i, 2]
@@ -120,9 +138,11 @@ def write_session(
         return Session(video_path, pose_path, frames)
     times_s = neural_times(camera.time_of(frames - 1), neural_rate, 0.25 / neural_rate)
     activity = np.zeros((neurons, 0), np.float32)
-    if len(times_s):
-        population = NeuralPopulation.create(neurons, seed)
-        activity = population.sample(camera.model.latents, times_s, np.random.default_rng([seed, 0x4E55, 1]))
+    if len(times_s) >= 2:  # counts need a bin: the spacing of two samples
+        cells = POPULATIONS[population].create(neurons, seed)
+        activity = cells.sample(camera.model.latents, times_s, np.random.default_rng([seed, 0x4E55, 1]))
+    else:
+        times_s = times_s[:0]
     neural_path, times_path = out / NEURAL_NAME, out / NEURAL_TIMES_NAME
     np.save(neural_path, activity)
     np.save(times_path, np.round(times_s * 1e9).astype(np.int64))
