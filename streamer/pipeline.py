@@ -123,10 +123,15 @@ def summary_lines(report: dict) -> list[str]:
     """The run's final summary for a person: frames, latency, drops, the hook and the videos."""
     s = report["stats"]
     lat = s["latency_ms"]
-    lines = [
-        f"{report['status']}: {s['frames']} frames in {s['seconds']:.1f} s ({s['fps']:.1f} fps), latency p50 "
-        f"{_ms(lat['p50'])} ms p99 {_ms(lat['p99'])} ms max {_ms(lat['max'])} ms, dropped {s['dropped']['total']} {s['dropped']}"
-    ]
+    if s["frames"] == 0:
+        lines = [f"{report['status']} before the first frame: the run was still starting (loading the tracker, opening "
+                 f"the camera), so nothing was tracked, published or recorded; dropped {s['dropped']['total']}"]
+    else:
+        lines = [
+            f"{report['status']}: {s['frames']} frames in {s['seconds']:.1f} s ({s['fps']:.1f} fps), latency p50 "
+            f"{_ms(lat['p50'])} ms p99 {_ms(lat['p99'])} ms max {_ms(lat['max'])} ms, dropped {s['dropped']['total']} "
+            f"{s['dropped']}"
+        ]
     h = report["hook"]
     if h is not None:
         lines.append(

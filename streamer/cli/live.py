@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import click
@@ -75,7 +76,14 @@ def run(config_path, bbox, as_json, quiet, **flags) -> None:
                 "machine can read the stream ([stream] curve_secret and curve_clients encrypt it and name who may)")
         stop = StopFlag()
         status = StatusLine()
-        pipeline = Pipeline(cfg, on_status=status)
+        # a first run with a model and camera builds the tracker's engine: say so, on a terminal
+        notice = threading.Timer(STARTING_NOTICE_S, status, (STARTING_NOTICE,))
+        if status.tty and not quiet:
+            notice.start()
+        try:
+            pipeline = Pipeline(cfg, on_status=status)
+        finally:
+            notice.cancel()
         say(f"{' + '.join(f'{n} = {s}' for n, s in zip(pipeline.names, pipeline.specs))} -> "
             f"{pipeline.tracker.describe()['engine']} tracker -> publishing on {cfg.stream.publish} (Ctrl-C stops)")
         try:
@@ -88,6 +96,11 @@ def run(config_path, bbox, as_json, quiet, **flags) -> None:
             click.echo(json.dumps(summary))
 
     guarded(body)
+
+
+STARTING_NOTICE_S = 1.0
+STARTING_NOTICE = ("starting: loading the tracker (the first run with a model and camera builds its engine and "
+                   "caches it, about a minute; Ctrl-C stops once it is built)")
 
 
 @click.command()
@@ -125,6 +138,11 @@ def listen(endpoint, count, as_json, topic, timeout, curve_server, curve_key) ->
                 say(f"this subscriber lost {sub.lost} frame messages (seq gaps)")
 
     guarded(body)
+
+
+STARTING_NOTICE_S = 1.0
+STARTING_NOTICE = ("starting: loading the tracker (the first run with a model and camera builds its engine and "
+                   "caches it, about a minute; Ctrl-C stops once it is built)")
 
 
 @click.command()

@@ -1,0 +1,51 @@
+"""A run that takes a while to start says so on a terminal, and a stop before its first frame
+says that nothing was tracked (instead of '0 frames in 0.1 s', which reads as a failure)."""
+from __future__ import annotations
+
+import os
+import pty
+import signal
+import sys
+import time
+
+
+def _read_until(fd: int, needle: str | None, timeout: float) -> str:
+    """What the terminal shows until ``needle`` appears (None: until the process closes it)."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+        if needle is not None and needle.encode() in out:
+            break
+    return out.decode(errors="replace")
+
+
+def test_a_first_run_says_it_is_starting_and_a_stop_before_the_first_frame_says_so(endpoint, tmp_path):
+    """An empty engine cache: the int8 engine is built (calibration and quantization, many seconds
+    on any CPU), so the notice must show; Ctrl-C then stops the run before its first frame."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a run on a terminal
+        os.execve(sys.executable, [sys.executable, "-m", "facestream.streamer.cli", "run", "--engine", "onnx-int8",
+                                   "--publish", endpoint], env)
+    try:
+        shown = _read_until(fd, "starting: loading the tracker", 300)
+        assert "starting: loading the tracker" in shown and "first run" in shown, shown
+        os.kill(pid, signal.SIGINT)
+        shown += _read_until(fd, None, 600)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.close(fd)
+    assert "stopped before the first frame" in shown and "nothing was tracked" in shown, shown
+    assert "0 frames in" not in shown and "Traceback" not in shown, shown
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, shown
