@@ -43,6 +43,8 @@ def test_every_frame_reaches_the_subscriber_and_is_timed(tmp_path):
     assert result["engine_reason"].startswith("auto:")
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "frames/s" in summary and "capture -> subscriber" in summary
+    start = result["startup_s"]  # time to the first frame, from the pipeline's set-up
+    assert 0 < start["tracker_loaded"] < start["first_frame"] and "first frame at" in summary
 
 
 @pytest.mark.skipif(not FACEMAP_PYTHON.is_file(), reason=f"no Facemap environment at {FACEMAP_PYTHON} (.ci/run builds it)")

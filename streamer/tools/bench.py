@@ -408,7 +408,9 @@ def run_bench(cfg: Settings, on_status=None, should_stop=lambda: False, facemap:
     sub = ctx.Process(target=_subscribe, args=(cfg.stream.publish, child), daemon=True, name="facestream-bench-subscriber")
     sub.start()
     conn.poll(30) and conn.recv()
+    t_construct_ns = time.monotonic_ns()  # the clock of the subscriber's receipt times
     pipeline = Pipeline(cfg, on_status=on_status)
+    load_s = (time.monotonic_ns() - t_construct_ns) / 1e9
     page = None if program is None else _Page(program, port, pipeline, alternate_s)
     sampler = _ProcessSampler(pipeline, sub.pid, program)
     sampler.start()
@@ -467,6 +469,10 @@ def run_bench(cfg: Settings, on_status=None, should_stop=lambda: False, facemap:
                     "preview_fps": cfg.monitor.preview_fps, "preview_width": cfg.monitor.preview_width,
                     "alternate_s": alternate_s,
                     "page_cost": _page_cost(page.windows, rows) if alternate_s else None},
+        # from the start of the pipeline's set-up: the tracker loaded, and the first frame received
+        # (which adds opening the camera and the subscriber's wait)
+        "startup_s": {"tracker_loaded": round(load_s, 3),
+                      "first_frame": None if not rows else round((rows[0][3] - t_construct_ns) / 1e9, 3)},
         "interval_s": interval_s,
         "over_time": _over_time(rows, sampler.samples, t_start, interval_s),
         "facemap_fps": None,
@@ -509,6 +515,7 @@ def summary_text(r: dict) -> str:
         f"  stages mean/p99 ms: {stages}",
         f"  dropped {d['total']} (camera {d['camera']}, overrun {d['overrun']}, skipped {d['skipped']}); subscriber lost {r['subscriber']['lost']}",
         f"  CPU %: {r['cpu_percent']}",
+        f"  start: tracker loaded in {r['startup_s']['tracker_loaded']:.2f} s, first frame at {r['startup_s']['first_frame']} s",
     ]
     m = r["monitor"]
     if m["page_cost"] is not None:
