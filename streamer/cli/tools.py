@@ -91,6 +91,37 @@ def track(video, model, bbox, engine, out, batch, threads, quiet) -> None:
     guarded(body)
 
 
+@click.command("track-batch")
+@click.argument("videos", nargs=-1, required=True)
+@click.option("--out-dir", type=click.Path(file_okay=False), help="Folder for the keypoints files and the summary (default: each file beside its video, the summary here).")
+@click.option("--scheduler", metavar="ADDRESS", help="A running Dask scheduler (tcp://host:8786); default: a local cluster of this machine's cores.")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes of the local cluster (default: cores / threads).")
+@click.option("--model", help=MODEL_HELP)
+@click.option("--bbox", help="Crop ROW1,ROW2,COL1,COL2 (Facemap's convention).")
+@click.option("--engine", default="onnx", show_default=True, help=ENGINE_HELP + " Default onnx: fp32, Facemap's own numbers.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Frames per network call.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="CPU inference threads per worker (0 = cores / workers on a local cluster).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def track_batch(videos, out_dir, scheduler, workers, model, bbox, engine, batch, threads, quiet) -> None:
+    """Track many videos (files, folders, globs) on Dask, one task per video, as `track` would;
+    finished ones are skipped, the summary is track_batch_summary.tsv."""
+
+    def body() -> None:
+        from facestream.streamer.tools.track_batch import BatchError, TrackOptions, final_line, run_batch
+
+        crop = parse_bbox(bbox)
+        options = TrackOptions(model, None if crop is None else tuple(crop), engine, batch, threads)
+        try:
+            result = run_batch(videos, out_dir, options, scheduler=scheduler, workers=workers, progress=not quiet, say=say)
+        except BatchError as e:
+            fail(str(e))
+        say(final_line(result))
+        if result.failed:
+            fail(f"{result.failed} of {len(result.results)} videos failed (see {result.summary})")
+
+    guarded(body)
+
+
 @click.command()
 @click.option("--frames", type=click.IntRange(min=1), required=True, help="Frames to render.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder to write into (created if missing).")
@@ -135,4 +166,4 @@ def report(recording, out) -> None:
     guarded(body)
 
 
-COMMANDS = (bench, track, simulate, report)
+COMMANDS = (bench, track, track_batch, simulate, report)
