@@ -149,9 +149,11 @@ def local_cluster_size(workers: int | None, threads: int, cores: int | None = No
     parallel gain more than threads within one network call)."""
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if threads > cores:
+        raise BatchError(f"--threads {threads} is more than this machine's {cores} cores")
     if workers is None:
         threads = threads or 1
-        return max(1, cores // threads), threads
+        return cores // threads, threads
     if workers > cores:
         raise BatchError(f"--workers {workers} is more than this machine's {cores} cores")
     threads = threads or max(1, cores // workers)
