@@ -115,6 +115,8 @@ def track_batch(videos, out_dir, scheduler, workers, model, bbox, engine, batch,
             result = run_batch(videos, out_dir, options, scheduler=scheduler, workers=workers, progress=not quiet, say=say)
         except BatchError as e:
             fail(str(e))
+        except KeyboardInterrupt:
+            fail("interrupted: finished videos are kept, the summary lists the rest as not run; a rerun goes on with them", 130)
         say(final_line(result))
         if result.failed:
             fail(f"{result.failed} of {len(result.results)} videos failed (see {result.summary})")
@@ -166,4 +168,51 @@ def report(recording, out) -> None:
     guarded(body)
 
 
-COMMANDS = (bench, track, track_batch, simulate, report)
+@click.command(name="export-nwb", epilog="\b\n--metadata FILE (TOML):\n" + "\n".join(
+    ["  [session]", '  description = "..."       # required', '  experimenter = ["Doe, Jane"]',
+     '  start = "2026-12-05T09:30:00+01:00"', "  [subject]", '  id = "m1"                  # required',
+     '  species = "Mus musculus"', '  sex = "F"', '  age = "P90D"',
+     "  also: [session] id, lab, institution, identifier, keywords;",
+     "  [subject] date_of_birth, strain, genotype, description"]))
+@click.argument("recording", type=click.Path(dir_okay=False))
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="NWB file to write (its folder must exist).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--metadata", "metadata_path", type=click.Path(dir_okay=False), help="TOML file of the session's metadata ([session], [subject]); the options below override it.")
+@click.option("--session-description", help="What the session was (required by NWB).")
+@click.option("--subject-id", help="The animal's id (required).")
+@click.option("--species", help="Latin binomial (default: Mus musculus).")
+@click.option("--sex", type=click.Choice(["M", "F", "U", "O"]), help="M, F, U (unknown) or O (other).")
+@click.option("--age", help="ISO 8601 duration, e.g. P90D.")
+@click.option("--date-of-birth", help="ISO 8601 date, e.g. 2026-09-06.")
+@click.option("--strain", help="e.g. C57BL/6J.")
+@click.option("--experimenter", multiple=True, help="Repeat for several (\"Last, First\").")
+@click.option("--lab", help="Lab name.")
+@click.option("--institution", help="Institution name.")
+@click.option("--session-id", help="The lab's id of the session.")
+@click.option("--identifier", help="The file's unique identifier (default: a new UUID).")
+@click.option("--session-start", help="ISO 8601 time, with its time zone, of the first frame: required for a tracked video (no wall clock in the file); for a live recording it replaces the recorded clock.")
+@click.option("--rate", type=float, help="Frames/s, for a file without timestamps: rows are timed by frame id / rate.")
+def export_nwb(recording, out, overwrite, metadata_path, rate, **given) -> None:
+    """Export a recording (or a tracked video's keypoints) to NWB with ndx-pose, for DANDI."""
+
+    def body() -> None:
+        try:
+            from facestream.streamer.tools.export_nwb import ExportError, SessionInfo, load_metadata
+            from facestream.streamer.tools.export_nwb import export_nwb as export
+        except ImportError as e:
+            fail(f"export-nwb needs pynwb and ndx-pose: pip install 'facestream[nwb]' ({e})")
+        try:
+            info = (load_metadata(metadata_path) if metadata_path else SessionInfo()).merged(**given)
+            if not info.species:
+                info.species = "Mus musculus"
+            result = export(recording, out, info, overwrite=overwrite, rate=rate)
+        except ExportError as e:
+            fail(str(e))
+        neural = f", {result.neural} columns of predicted activity" if result.neural else ""
+        say(f"{result.frames} frames x {result.bodyparts} bodyparts{neural}, {result.duration_s:.2f} s from "
+            f"{result.session_start.isoformat()} -> {result.path}")
+
+    guarded(body)
+
+
+COMMANDS = (bench, track, track_batch, simulate, report, export_nwb)
