@@ -10,10 +10,17 @@ Drop accounting, from the camera's first processed frame on: every frame it prod
 processed or counted as dropped, by cause: ``camera`` (gaps in the camera's frame counter),
 ``overrun`` (overwritten in the ring before it was read, policy ``every``) and ``skipped``
 (passed over for a newer frame, policy ``latest``).
+
+A camera that delivers nothing and a pipeline that does not keep up are told apart: the camera's
+side is the ring's write count (what capture delivered, seen whenever the tracker loop looks),
+the pipeline's side the frames it processed. ``stall`` is the camera: capture said so, or the ring
+got no new frame for ``stall_after`` seconds; ``behind`` is the pipeline: over the last
+``_RATE_WINDOW_S`` it processed under ``_BEHIND`` of the frames the camera delivered.
 """
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +40,10 @@ from facestream.streamer.stats import LatencyHistogram
 from facestream.streamer.video_recorder import VideoRecording
 
 _OPEN_TIMEOUT_S = 30.0
+_RATE_WINDOW_S = 2.0  # rates of the camera and of the pipeline over about this long
+_RATE_MIN_S = 1.0  # ... once this much has been seen
+_RATE_SAMPLE_S = 0.1
+_BEHIND = 0.9  # the pipeline is behind when it processes fewer than this share of the camera's frames
 
 
 class CaptureError(RuntimeError):
@@ -85,7 +96,11 @@ class CameraStream:
         self.ring: RingBuffer | None = None
         self.reader = None
         self.video: VideoRecording | None = None
-        self.last_frame_at = time.monotonic()
+        self.last_frame_at = time.monotonic()  # when the pipeline last took a frame
+        self._written = 0  # the ring's write count when last looked at ...
+        self.last_written_at = time.monotonic()  # ... and when it was first seen: the camera's last frame, to within a look
+        self._rates: deque[tuple[float, int, int]] = deque()  # (time, written, processed) samples
+        self._closing = False
         self._first: tuple[int, int] | None = None  # frame_id and ring index of the first processed frame
         self._last_index = -1
         self._conn, child = ctx.Pipe()
@@ -126,12 +141,15 @@ class CameraStream:
         """Capture starts writing; the reader made first sees its first frame."""
         self.reader = self.ring.reader()
         self._conn.send(self.ring.name)
-        self.last_frame_at = time.monotonic()
+        self.last_frame_at = self.last_written_at = time.monotonic()
+        self._written = self.ring.written
+        self._rates.clear()
 
     def close(self) -> None:
         """Stop capture, let the video recorder drain the ring, free the ring (raises the
         recorder's VideoRecordingError after freeing it)."""
         self.stop.set()
+        self._closing = True  # the ring goes: what was last seen of it stands (report after the run)
         if self.proc.pid is not None:
             self.proc.join(2.0)
             if self.proc.is_alive():
@@ -233,19 +251,60 @@ class CameraStream:
         ahead[:, :2] = points.predict(t, (len(keypoints), 2))
         return {"keypoints_predicted": ahead, "neural_predicted": activity.predict(t), "t_predicted_ns": t}
 
+    def observe(self) -> None:
+        """Look at what the camera has delivered (the ring's write count) and what the pipeline
+        has processed; cheap, called whenever the loop reports."""
+        if self.ring is None or self.reader is None or self._closing:
+            return
+        now = time.monotonic()
+        written = self.ring.written
+        if written != self._written:
+            self._written, self.last_written_at = written, now
+        if not self._rates or now - self._rates[-1][0] >= _RATE_SAMPLE_S:
+            self._rates.append((now, written, self.frames))
+            while len(self._rates) > 2 and now - self._rates[1][0] >= _RATE_WINDOW_S:
+                self._rates.popleft()
+
+    def rates(self) -> tuple[float, float] | None:
+        """(camera, pipeline) frames per second over the last couple of seconds; None until
+        enough has been seen."""
+        self.observe()
+        if len(self._rates) < 2 or self._rates[-1][0] - self._rates[0][0] < _RATE_MIN_S:
+            return None
+        (t0, w0, f0), (t1, w1, f1) = self._rates[0], self._rates[-1]
+        return (w1 - w0) / (t1 - t0), (f1 - f0) / (t1 - t0)
+
     def stall(self, stall_s: float) -> str | None:
         """Why this camera delivers no frames now, or None: what capture reported (a camera
-        being reopened), else no frame for more than ``stall_s`` seconds."""
+        being reopened), else no new frame in the ring for more than ``stall_s`` seconds. A
+        pipeline that is slow to take the frames is not a stall (``behind``)."""
         if self.stalled or self.reader is None or self.ended:
             return self.stalled
-        quiet = time.monotonic() - self.last_frame_at
+        self.observe()
+        quiet = time.monotonic() - self.last_written_at
         return f"no frame for {quiet:.1f} s" if quiet > stall_s else None
+
+    def behind(self, stall_s: float) -> str | None:
+        """Why the pipeline does not keep up with this camera, or None: it processed fewer than
+        ``_BEHIND`` of the frames the camera delivered lately (the rest skipped, overrun or still
+        waiting in the ring)."""
+        if self.reader is None or self.ended or self.stall(stall_s):
+            return None
+        rates = self.rates()
+        if rates is None:
+            return None
+        camera, pipeline = rates
+        if camera <= 0 or pipeline >= _BEHIND * camera:
+            return None
+        return f"pipeline {pipeline:.0f} frames/s < camera {camera:.0f}"
 
     def report(self, stall_s: float) -> dict:
         """This camera for ``meta`` and the run's summary: what it is, whether it delivers, its counts."""
         return {
             **self.description,
             "stalled": self.stall(stall_s),
+            "behind": self.behind(stall_s),
+            "rates_fps": None if (r := self.rates()) is None else {"camera": round(r[0], 1), "pipeline": round(r[1], 1)},
             "frames": self.frames,
             "dropped": self.drops.as_dict(),
             "latency_ms": {k: v for k, v in self.latency.summary().items() if k in ("p50", "p99", "max")},

@@ -111,7 +111,9 @@ def status_line(report: dict, fps: float, window: dict, hook: str | None = None)
         f"frames {stats['frames']}  {fps:.1f} fps  latency p50 {_ms(window['p50'])} ms p99 {_ms(window['p99'])} ms  "
         f"dropped {d['total']} (camera {d['camera']}, overrun {d['overrun']}, skipped {d['skipped']})"
     )
+    # the camera delivers nothing (STALLED) or the pipeline does not keep up with it (BEHIND)
     line += "".join(f"  STALLED {c['name']}: {c['stalled']}" for c in report["cameras"] if c["stalled"])
+    line += "".join(f"  {c['name']} BEHIND ({c['behind']})" for c in report["cameras"] if c.get("behind"))
     line += "" if hook is None else f"  {hook}"
     monitor = report["monitor"]
     recording = report["recording"]
@@ -286,7 +288,8 @@ class Pipeline:
                 sync_deadline = now + self.cfg.camera.sync_ms / 1e3
             if not waiting or now >= (deadline if sync_deadline is None else sync_deadline):
                 break
-            time.sleep(_POLL_S)
+            # the wait for a frame reads subscription messages (a flood's backlog), never more than a poll's time
+            self.publisher.idle(_POLL_S)
         return reads
 
     def _loop(self, publisher: Publisher, should_stop) -> None:
@@ -406,6 +409,7 @@ class Pipeline:
             "hook": None if self.hook is None else self.hook.describe(),
             "monitor": None if self.monitor is None else {"url": self.monitor.url, "error": self.monitor_error},
             "processes": dict(self.processes),
+            "subscriptions": None if self.publisher is None else self.publisher.subscription_report(),
             "recording": None if not self.recordings and not self.video_paths else {
                 **({} if not self.recordings else {
                     "path": str(self.recordings[0].path), "paths": [str(r.path) for r in self.recordings],

@@ -4,7 +4,14 @@ Payloads are msgpack or JSON (``encoding``); ``meta`` says which, for subscriber
 cannot tell by themselves.
 
 An XPUB socket (a PUB that also sees subscriptions) lets the pipeline wait, when asked, for
-subscribers to arrive before the first frame, so they miss nothing.
+subscribers to arrive before the first frame, so they miss nothing, and send previews only while
+someone subscribes to them. Subscriptions are bookkeeping, never a reason to delay a frame: any
+local process can send subscribe/unsubscribe messages as fast as it likes, so each look at them
+reads at most ``SUBSCRIPTION_READS`` messages (the rest waits for the next look, or for the time
+the tracker loop would sleep waiting for a frame: ``idle``; the inbound queue per connection is
+held at ``SUBSCRIPTION_HWM``), and at most
+``MAX_TOPICS`` distinct topics are tracked (beyond, and topics that match nothing published, are
+counted and ignored). ZeroMQ itself still delivers every frame to whoever subscribes to it.
 
 With CURVE keys (``curve_secret``, ``curve_clients``) the socket encrypts everything it sends
 and lets in only the clients whose public keys are in the clients folder, checked over ZAP by
@@ -23,6 +30,12 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from facestream.streamer import protocol
 from facestream.streamer.curve import client_keys, keypair
+
+
+SUBSCRIPTION_READS = 200  # subscription messages read per look (per frame at most a few looks)
+SUBSCRIPTION_HWM = 100  # queued subscription messages per connection before ZeroMQ stops reading it
+IDLE_READS = 50  # subscription messages read while the tracker loop waits for a frame, per poll
+MAX_TOPICS = 256  # distinct subscribed topics tracked; more are counted and ignored
 
 
 class PublishError(RuntimeError):
@@ -71,6 +84,7 @@ class Publisher:
         # Every subscribe and unsubscribe reaches us, a departing subscriber's included, so the
         # per-topic counts stay exact (plain XPUB_VERBOSE hides repeated unsubscribes).
         self._sock.setsockopt(zmq.XPUB_VERBOSER, 1)
+        self._sock.setsockopt(zmq.RCVHWM, SUBSCRIPTION_HWM)
         try:
             self._sock.bind(endpoint)
         except zmq.ZMQError as e:
@@ -78,7 +92,9 @@ class Publisher:
             self._stop_authenticator()
             raise PublishError(f"cannot publish on {endpoint}: {e.strerror}") from None
         self.seqs: Counter[str] = Counter()  # camera -> frame messages sent on its topic
-        self.subscriptions: Counter[bytes] = Counter()  # topic prefix -> subscriptions to it
+        self.subscriptions: Counter[bytes] = Counter()  # topic prefix -> subscriptions to it (none at 0)
+        self.subscription_messages = 0  # subscribe/unsubscribe messages read
+        self.subscriptions_ignored = 0  # of those, for topics not tracked (over MAX_TOPICS, or matching nothing)
         self._tees: list[zmq.Socket] = []
         self._tee_dir: str | None = None
         self.tee_dropped = 0  # messages a tee's full queue refused, all tees together
@@ -108,14 +124,51 @@ class Publisher:
         self._tees.append(tee)
         return endpoint
 
-    def _read_subscriptions(self) -> None:
-        while True:
+    @staticmethod
+    def _relevant(prefix: bytes) -> bool:
+        """Whether a subscription to ``prefix`` receives anything published here (or a frame
+        topic, of a camera that may come)."""
+        return any(t.startswith(prefix) for t in protocol.TOPICS) or prefix.startswith(protocol.TOPIC_FRAME + b"/")
+
+    def _read_subscriptions(self, limit: int = SUBSCRIPTION_READS) -> int:
+        """Read at most ``limit`` queued subscription messages (a flood waits for later looks);
+        how many were read."""
+        subs = self.subscriptions
+        for n in range(limit):
             try:
                 event = self._sock.recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
-            if event[:1] in (b"\x00", b"\x01"):
-                self.subscriptions[event[1:]] += 1 if event[:1] == b"\x01" else -1
+                return n
+            self.subscription_messages += 1
+            kind, prefix = event[:1], event[1:]
+            if kind not in (b"\x00", b"\x01"):
+                continue
+            if prefix not in subs and (kind == b"\x00" or len(subs) >= MAX_TOPICS or not self._relevant(prefix)):
+                self.subscriptions_ignored += 1
+                continue
+            if kind == b"\x01":
+                subs[prefix] += 1
+            elif subs[prefix] > 1:
+                subs[prefix] -= 1
+            else:
+                del subs[prefix]
+        return limit
+
+    def idle(self, seconds: float) -> None:
+        """Spend ``seconds`` the tracker loop would otherwise sleep (waiting for a frame) reading
+        at most ``IDLE_READS`` queued subscription messages, then sleeping: a flood's backlog
+        inside ZeroMQ drains, at a pace that leaves the CPU to the camera; never longer than
+        ``seconds``."""
+        deadline = time.monotonic() + seconds
+        self._read_subscriptions(IDLE_READS)
+        rest = deadline - time.monotonic()
+        if rest > 0:
+            time.sleep(rest)
+
+    def subscription_report(self) -> dict:
+        """For ``meta``: topics tracked, subscribe/unsubscribe messages read and ignored."""
+        return {"topics": len(self.subscriptions), "frame_subscriptions": self._frame_subscriptions(),
+                "messages": self.subscription_messages, "ignored": self.subscriptions_ignored}
 
     def subscribers(self, topic: bytes, named: bool = False) -> int:
         """Subscriptions that receive ``topic`` (its prefixes); ``named`` leaves out the empty
@@ -128,14 +181,17 @@ class Publisher:
         """Subscriptions that receive some camera's frames: to everything, to ``frame`` or to one
         camera's ``frame/<name>``."""
         self._read_subscriptions()
+        return self._frame_subscriptions()
+
+    def _frame_subscriptions(self) -> int:
         frame = protocol.TOPIC_FRAME
         return sum(n for prefix, n in self.subscriptions.items() if frame.startswith(prefix) or prefix.startswith(frame + b"/"))
 
     def wait_for_subscribers(self, n: int, should_stop, poll_s: float = 0.05) -> bool:
         """Block until ``n`` subscriptions to frames have arrived; False if ``should_stop()`` first."""
         while True:
-            self._read_subscriptions()
-            if self.frame_subscriptions >= n:
+            self._read_subscriptions(10 * SUBSCRIPTION_READS)  # no frame waits yet; should_stop is still heard
+            if self._frame_subscriptions() >= n:
                 return True
             if should_stop():
                 return False
