@@ -34,7 +34,7 @@ from facestream.streamer.curve import client_keys, keypair
 
 SUBSCRIPTION_READS = 200  # subscription messages read per look (per frame at most a few looks)
 SUBSCRIPTION_HWM = 100  # queued subscription messages per connection before ZeroMQ stops reading it
-IDLE_READS = 50  # subscription messages read while the tracker loop waits for a frame, per poll
+IDLE_READS = 200  # subscription messages read while the tracker loop waits for a frame, per poll
 MAX_TOPICS = 256  # distinct subscribed topics tracked; more are counted and ignored
 
 
