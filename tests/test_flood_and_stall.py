@@ -161,8 +161,9 @@ def test_a_pipeline_slower_than_the_camera_reads_as_behind_not_stalled(tmp_path)
     late = running[-1]["cameras"][0]
     behind = re.fullmatch(r"pipeline (\d+) frames/s < camera (\d+)", late["behind"] or "")
     assert behind, late
-    assert int(behind.group(1)) <= 2 and int(behind.group(2)) >= 15, late["behind"]
-    assert late["rates_fps"]["camera"] > 10 * late["rates_fps"]["pipeline"]
+    # about 1 frame/s against 30 (a loaded machine may slow the synthetic camera too)
+    assert int(behind.group(1)) <= 2 and int(behind.group(2)) >= 10, late["behind"]
+    assert late["rates_fps"]["camera"] > 5 * late["rates_fps"]["pipeline"]
     assert f"cam0 BEHIND ({late['behind']})" in status_line(running[-1], 0.0, running[-1]["stats"]["latency_ms"])
     assert proc.returncode == 0, err
 
