@@ -317,7 +317,8 @@ def _run_tasks(todo: list[VideoResult], options: TrackOptions, scheduler: str | 
                 t0 = time.perf_counter()
                 futures = {}
                 for k, r in enumerate(todo):
-                    future = client.submit(track_one, str(r.video), str(r.output), options, retries=RETRIES,
+                    # absolute paths: a remote worker's working folder is not this one
+                    future = client.submit(track_one, str(r.video.absolute()), str(r.output.absolute()), options, retries=RETRIES,
                                            pure=False, key=f"track-{k}-{r.video.name}")
                     futures[future] = r
                 frames = 0
