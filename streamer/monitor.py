@@ -1,7 +1,7 @@
 """The live monitor: a web page of a running pipeline, served from its own process.
 
 A ZeroMQ subscriber of the pipeline's stream plus a small HTTP server
-(``ThreadingHTTPServer``): ``/`` is one static page (``monitor_page/index.html``, canvas
+(``_Server``, bounded: see there): ``/`` is one static page (``monitor_page/index.html``, canvas
 drawing, nothing fetched from elsewhere) and ``/events`` streams Server-Sent Events to it.
 ``facestream monitor ENDPOINT`` runs it in the foreground; ``facestream run --monitor`` runs
 the same code as a child process (``MonitorProcess``) subscribed to the run's own endpoint.
@@ -17,19 +17,22 @@ the video, and the page draws traces and numbers along with a video frame.
 """
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import math
 import os
 import re
+import selectors
 import signal
+import socket
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from importlib.resources import files
 
 import zmq
@@ -47,6 +50,11 @@ BATCH_S = 0.1  # while a page is open, messages are taken in batches this far ap
 NEURAL_SHOWN = 4  # neural components forwarded for the traces
 WINDOW_S = 2.0  # frames/s and latency percentiles over this many recent seconds
 KEEPALIVE_S = 1.0  # a page hears at least this often (a gone page is noticed on the write)
+MAX_CONNECTIONS = 32  # requests served at once (each on its own thread; open pages included)
+MAX_WAITING = 256  # connections held, without a thread, until their request has arrived
+REQUEST_TIMEOUT_S = 5.0  # a connection whose request has not arrived by then is closed
+STALLED_PAGE_S = 30.0  # a page that takes nothing for this long is closed (its browser reconnects)
+MAX_REQUEST_HEAD = 64 * 1024  # bytes of request line and headers, at most
 
 
 class MonitorError(OSError):
@@ -67,6 +75,11 @@ def _finite(obj):
     if isinstance(obj, list):
         return [_finite(v) for v in obj]
     return obj
+
+
+def _not_json(obj) -> None:
+    """What a foreign publisher put in a message that JSON cannot say (binary) is sent as null."""
+    return None
 
 
 def _sample(frame: dict) -> list:
@@ -132,6 +145,8 @@ class _Hub:
     def take(self, topic: bytes, payload: bytes) -> None:
         try:
             data = protocol.unpack(topic, payload)
+            if protocol.topic_kind(topic) == protocol.TOPIC_FRAME:
+                protocol.check_frame(data)
         except protocol.ProtocolError:
             with self.cond:
                 self.undecodable += 1
@@ -139,7 +154,10 @@ class _Hub:
         with self.cond:
             self.last_message = time.monotonic()
             if topic == protocol.TOPIC_META:
-                for camera in data.get("cameras") or [data.get("camera") or {"name": "camera"}]:
+                cameras = data.get("cameras") or [data.get("camera") or {"name": "camera"}]
+                for camera in cameras if isinstance(cameras, list) else []:
+                    if not isinstance(camera, dict):
+                        continue
                     cam = self._camera(str(camera.get("name") or "camera"))
                     cam.meta = _finite({**data, "camera": camera})
                     cam.meta_version += 1
@@ -220,9 +238,38 @@ def _page() -> bytes:
     return files("facestream.streamer").joinpath("monitor_page/index.html").read_bytes()
 
 
+class _HeadThenSocket(io.RawIOBase):
+    """What the gate read of a request, then the rest from the socket's own reader."""
+
+    def __init__(self, head: bytes, rest):
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self._head:
+            n = min(len(b), len(self._head))
+            b[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        return self._rest.readinto(b)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "facestream-monitor"
+    timeout = REQUEST_TIMEOUT_S  # on the socket: a stalled client cannot hold a thread for long
     hub: _Hub  # set on the subclass made per server
+
+    def __init__(self, request, client_address, server, head: bytes = b""):
+        self._head = head
+        super().__init__(request, client_address, server)
+
+    def setup(self) -> None:
+        super().setup()
+        if self._head:
+            self.rfile = io.BufferedReader(_HeadThenSocket(self._head, self.rfile))
 
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
         path = self.path.split("?", 1)[0]
@@ -259,6 +306,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _events(self) -> None:
+        self.connection.settimeout(STALLED_PAGE_S)
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-store")
@@ -279,7 +327,7 @@ class _Handler(BaseHTTPRequestHandler):
                     if hub.stopping:
                         return
                     update = hub.update_for(cursor)
-                self.wfile.write(b"data: " + json.dumps(update, separators=(",", ":")).encode() + b"\n\n")
+                self.wfile.write(b"data: " + json.dumps(update, separators=(",", ":"), default=_not_json).encode() + b"\n\n")
                 self.wfile.flush()
                 pushed = time.monotonic()
                 time.sleep(1.0 / PUSH_HZ)
@@ -292,6 +340,156 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args) -> None:  # noqa: A002 (the standard library's name)
         pass  # a page's requests are not news
+
+
+def _say_once(said: set, key: str, line: str) -> None:
+    """One line on stderr the first time ``key`` happens; never a traceback."""
+    if key not in said:
+        said.add(key)
+        try:
+            print(f"monitor: {line}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+
+
+class _Server(HTTPServer):
+    """The page's HTTP server, bounded whatever connects to it.
+
+    One thread (``serve``) accepts connections and holds them, without a thread each, until
+    their request line and headers have arrived: at most ``MAX_WAITING`` of them (beyond that
+    the one waiting longest is closed) and each for at most ``REQUEST_TIMEOUT_S``. A complete
+    request is then served on a thread of its own, at most ``MAX_CONNECTIONS`` at once; beyond
+    that it is answered 503 and closed at once. So half-open connections by the hundred cost
+    file descriptors but no threads, and a page's request still gets through among them.
+    Whatever goes wrong with one connection closes it; it prints one line the first time (of
+    each kind), never a traceback."""
+
+    request_queue_size = 128  # a burst of connections is accepted, not left to SYN retries
+
+    def __init__(self, address, handler):
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._active = 0  # requests being served, each on its own thread
+        self._said: set[str] = set()
+        super().__init__(address, handler)
+        self.socket.setblocking(False)
+
+    # -- the accepting thread ---------------------------------------------------------------
+
+    def serve(self) -> None:
+        waiting: dict[socket.socket, list] = {}  # socket -> [deadline, head so far, address]; oldest first
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.socket, selectors.EVENT_READ)
+            try:
+                while not self._stop.is_set():
+                    ready = [key.fileobj for key, _ in sel.select(0.1)]
+                    for sock in ready:  # requests first, then new connections: a request that
+                        if sock is not self.socket:  # has arrived is never pushed out by newer ones
+                            self._read(sel, waiting, sock)
+                    if self.socket in ready:
+                        self._accept(sel, waiting)
+                    now = time.monotonic()
+                    for sock in [s for s, (deadline, *_) in waiting.items() if deadline <= now]:
+                        self._drop(sel, waiting, sock)
+            except Exception as e:  # noqa: BLE001 (the page stops; the monitor and the run go on)
+                _say_once(self._said, "serve", f"the page server stopped: {type(e).__name__}: {e}")
+            finally:
+                for sock in list(waiting):
+                    self._drop(sel, waiting, sock)
+
+    def _accept(self, sel, waiting: dict) -> None:
+        for _ in range(self.request_queue_size):
+            try:
+                sock, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # out of file descriptors and such: say so, keep serving
+                _say_once(self._said, "accept", f"cannot accept connections: {e.strerror or e}")
+                return
+            if len(waiting) >= MAX_WAITING:
+                _say_once(self._said, "waiting", f"connection limit reached ({MAX_WAITING} waiting for their "
+                                                 f"request), closing the oldest")
+                self._drop(sel, waiting, next(iter(waiting)))
+            sock.setblocking(False)
+            waiting[sock] = [time.monotonic() + REQUEST_TIMEOUT_S, b"", address]
+            sel.register(sock, selectors.EVENT_READ)
+
+    def _read(self, sel, waiting: dict, sock: socket.socket) -> None:
+        entry = waiting.get(sock)
+        if entry is None:
+            return
+        try:
+            data = sock.recv(MAX_REQUEST_HEAD)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(sel, waiting, sock)
+            return
+        entry[1] += data
+        head = entry[1]
+        if b"\r\n\r\n" not in head and b"\n\n" not in head:
+            if len(head) > MAX_REQUEST_HEAD:
+                self._drop(sel, waiting, sock)
+            return
+        sel.unregister(sock)
+        del waiting[sock]
+        self._dispatch(sock, entry[2], head)
+
+    def _drop(self, sel, waiting: dict, sock: socket.socket) -> None:
+        waiting.pop(sock, None)
+        try:
+            sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
+
+    def _dispatch(self, sock: socket.socket, address, head: bytes) -> None:
+        with self._lock:
+            full = self._active >= MAX_CONNECTIONS
+            if not full:
+                self._active += 1
+        if full:
+            _say_once(self._said, "full", f"connection limit reached ({MAX_CONNECTIONS}), refusing more")
+            try:
+                sock.send(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n")
+            except OSError:
+                pass
+            sock.close()
+            return
+        try:
+            threading.Thread(target=self._serve_one, args=(sock, address, head),
+                             name="monitor-page", daemon=True).start()
+        except RuntimeError as e:  # no more threads for this process
+            self._finished()
+            sock.close()
+            _say_once(self._said, "thread", f"cannot serve a page request: {e}")
+
+    # -- one request, on its own thread -----------------------------------------------------
+
+    def _serve_one(self, sock: socket.socket, address, head: bytes) -> None:
+        try:
+            sock.setblocking(True)
+            self.RequestHandlerClass(sock, address, self, head=head)
+        except OSError:
+            pass  # the page went away, or took too long
+        except Exception as e:  # noqa: BLE001 (one request fails; the monitor goes on)
+            _say_once(self._said, "request", f"a page request failed: {type(e).__name__}: {e}")
+        finally:
+            self.shutdown_request(sock)
+            self._finished()
+
+    def _finished(self) -> None:
+        with self._lock:
+            self._active -= 1
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 class Monitor:
@@ -313,13 +511,13 @@ class Monitor:
         self._sock.setsockopt(zmq.SUBSCRIBE, protocol.TOPIC_META)
         handler = type("Handler", (_Handler,), {"hub": self.hub})
         try:
-            self._http = ThreadingHTTPServer((host, port), handler)
+            self._http = _Server((host, port), handler)
         except OSError as e:
             self._sock.close(0)
             raise MonitorError(f"cannot serve the monitor on {host}:{port}: {e.strerror or e}") from None
         self._threads = [
             threading.Thread(target=self._subscribe, name="monitor-subscriber", daemon=True),
-            threading.Thread(target=self._http.serve_forever, args=(0.1,), name="monitor-http", daemon=True),
+            threading.Thread(target=self._http.serve, name="monitor-http", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -357,10 +555,10 @@ class Monitor:
         with self.hub.cond:
             self.hub.stopping = True
             self.hub.cond.notify_all()
-        self._http.shutdown()
-        self._http.server_close()
+        self._http.stop()
         for thread in self._threads:
             thread.join(2.0)
+        self._http.server_close()
 
 
 def serve(endpoint: str, host: str, port: int, should_stop, announce=print, curve_server=None, curve_key=None) -> None:
