@@ -67,15 +67,21 @@ class Message:
     def line(self) -> str:
         """One line for a person (``facestream listen``)."""
         d = self.data
-        if self.topic == "meta":
-            s = d.get("stats", {})
-            lat = s.get("latency_ms", {})
-            return (f"meta   status {d.get('status')}  frames {s.get('frames')}  fps {s.get('fps')}  "
-                    f"p50 {lat.get('p50')} ms  dropped {s.get('dropped', {}).get('total')}  policy {d.get('policy')}")
-        tip = d["keypoints"][8]
+        if self.topic == "meta":  # a meta message's fields are read as far as they are maps
+            s = _field(d, "stats")
+            return (f"meta   status {d.get('status')}  frames {_field(s, 'frames')}  fps {_field(s, 'fps')}  "
+                    f"p50 {_field(_field(s, 'latency_ms'), 'p50')} ms  dropped {_field(_field(s, 'dropped'), 'total')}  "
+                    f"policy {d.get('policy')}")
+        keypoints = d["keypoints"]
+        tip = f"({keypoints[8][0]:.1f}, {keypoints[8][1]:.1f}) p={keypoints[8][2]:.2f}" if len(keypoints) > 8 else "-"
         neural = " ".join(f"{v:+.3f}" for v in d["neural"][:3])
-        return (f"frame  seq {d['seq']}  id {d['frame_id']}  latency {self.latency_ms:.2f} ms  dropped {d['dropped']}  "
-                f"nose(tip) ({tip[0]:.1f}, {tip[1]:.1f}) p={tip[2]:.2f}  neural[{len(d['neural'])}] {neural} ...")
+        return (f"frame  seq {d['seq']}  id {d['frame_id']}  latency {self.latency_ms:.2f} ms  dropped {d.get('dropped')}  "
+                f"nose(tip) {tip}  neural[{len(d['neural'])}] {neural} ...")
+
+
+def _field(obj: Any, key: str) -> Any:
+    """``obj[key]`` where ``obj`` is a map that has it, else None."""
+    return obj.get(key) if isinstance(obj, dict) else None
 
 
 class Subscriber:
@@ -148,6 +154,8 @@ class Subscriber:
 
     def _decode(self, topic: bytes, payload: bytes) -> dict[str, Any]:
         data = protocol.unpack(topic, payload)
+        if protocol.topic_kind(topic) == protocol.TOPIC_FRAME:
+            protocol.check_frame(data)
         if topic == protocol.TOPIC_META:
             self.meta = data
         return data

@@ -66,6 +66,44 @@ def unpack(topic: bytes, payload: bytes) -> dict[str, Any]:
     return message
 
 
+def _is_int(v) -> bool:
+    """An integer msgpack can carry (64 bits); JSON's have no bound, and one of 400 digits is no float."""
+    return isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**64
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, float) or _is_int(v)
+
+
+def _is_points(v) -> bool:
+    return isinstance(v, list) and all(isinstance(p, list) and len(p) == 3 and all(map(_is_number, p)) for p in v)
+
+
+def _is_numbers(v) -> bool:
+    return isinstance(v, list) and all(map(_is_number, v))
+
+
+_FRAME_REQUIRED = {"seq": _is_int, "frame_id": _is_int, "t_capture_ns": _is_int, "t_publish_ns": _is_int,
+                   "keypoints": _is_points, "neural": _is_numbers}
+_FRAME_OPTIONAL = {"t_camera_ns": _is_int, "camera": lambda v: isinstance(v, str), "dropped": _is_int,
+                   "keypoints_predicted": _is_points, "neural_predicted": _is_numbers, "t_predicted_ns": _is_int}
+
+
+def check_frame(message: dict[str, Any]) -> dict[str, Any]:
+    """``message`` if it has a frame's fields with their types (the table in docs/protocol.md:
+    integers for counters and times, ``keypoints`` a list of [x, y, likelihood] numbers,
+    ``neural`` a list of numbers; optional fields absent or nil); else ProtocolError."""
+    for name, ok in _FRAME_REQUIRED.items():
+        if name not in message:
+            raise ProtocolError(f"frame message has no {name!r}")
+        if not ok(message[name]):
+            raise ProtocolError(f"frame message's {name!r} is not as protocol v{VERSION} has it")
+    for name, ok in _FRAME_OPTIONAL.items():
+        if message.get(name) is not None and not ok(message[name]):
+            raise ProtocolError(f"frame message's {name!r} is not as protocol v{VERSION} has it")
+    return message
+
+
 @dataclass
 class Result:
     """One frame message with numpy arrays: what a client reads and what a hook is given.
@@ -90,6 +128,8 @@ class Result:
 
     @classmethod
     def from_message(cls, m: dict[str, Any]) -> "Result":
+        """The frame ``m`` with numpy arrays; ProtocolError if it is not a frame message."""
+        check_frame(m)
         predicted = m.get("keypoints_predicted")
         neural_predicted = m.get("neural_predicted")
         return cls(

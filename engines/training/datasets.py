@@ -244,10 +244,17 @@ def _numeric(value: object) -> np.ndarray | None:
     return array if array.dtype.kind in "biuf" else None
 
 
+def _brief(value: object, limit: int = 80) -> str:
+    """``value`` as one short line, for an error message (arrays print over several lines)."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _bodypart_order(bodyparts: object, path: Path) -> list[int]:
-    names = [str(b) for b in bodyparts] if isinstance(bodyparts, list | tuple | np.ndarray) else []
+    listed = isinstance(bodyparts, list | tuple) or (isinstance(bodyparts, np.ndarray) and bodyparts.ndim == 1)
+    names = [_brief(b, 40) for b in bodyparts] if listed else []
     if sorted(names) != sorted(BODYPARTS):
-        unknown = sorted(set(names) - set(BODYPARTS)) or ["-"]
+        unknown = sorted(set(names) - set(BODYPARTS))[:5] or ["-"]
         absent = sorted(set(BODYPARTS) - set(names)) or ["-"]
         raise TrainingError(
             f"{path}: bodyparts must be Facemap's {N_KEYPOINTS} (unknown: {', '.join(unknown)}; missing: {', '.join(absent)})"
@@ -261,7 +268,7 @@ def _check_bbox(bbox: object, path: Path) -> None:
     except (TypeError, ValueError):
         boxes = np.empty(0)
     if boxes.ndim not in (1, 2) or boxes.size == 0 or boxes.shape[-1] != 4 or not np.isfinite(boxes).all():
-        raise TrainingError(f"{path}: bbox must be [row1, row2, col1, col2] per video, got {str(bbox)[:80]}")
+        raise TrainingError(f"{path}: bbox must be [row1, row2, col1, col2] per video, got {_brief(bbox)}")
     boxes = boxes.reshape(-1, 4)
     if (boxes[:, 1] <= boxes[:, 0]).any() or (boxes[:, 3] <= boxes[:, 2]).any() or (boxes < 0).any():
         raise TrainingError(f"{path}: bbox {boxes.tolist()} is not [row1, row2, col1, col2] with row1 < row2, col1 < col2")
@@ -270,8 +277,9 @@ def _check_bbox(bbox: object, path: Path) -> None:
 def _sets(value: object, key: str, path: Path) -> Sequence:
     if isinstance(value, np.ndarray) and value.dtype != object:
         return [value]
-    if isinstance(value, list | tuple | np.ndarray) and len(value) > 0:
-        return value
+    if isinstance(value, list | tuple) or (isinstance(value, np.ndarray) and value.ndim > 0):
+        if len(value) > 0:
+            return value
     raise TrainingError(f"{path}: {key} must be a non-empty list of arrays, got {type(value).__name__}")
 
 

@@ -169,17 +169,23 @@ def session_files(session_dir: str | Path) -> dict[str, Path | None]:
 def read_keypoints(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, float | None]:
     """A keypoints file in Facemap's layout -> (frames, 15, 3), the frame times in seconds if it
     records them (``/facestream/t_ns``, ``t_video_s`` or ``t_capture_ns``), and its ``fps``
-    attribute if any."""
+    attribute if any. EncoderTrainingError (one line) for anything else."""
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
-            if "Facemap" not in f:
+            facemap = f.get("Facemap")
+            if not isinstance(facemap, h5py.Group):
                 raise EncoderTrainingError(f"keypoints file {path} has no /Facemap group (Facemap's layout)")
             columns = []
             for name in BODYPARTS:
-                group = f["Facemap"].get(name)
-                if not isinstance(group, h5py.Group) or not all(k in group for k in ("x", "y", "likelihood")):
+                group = facemap.get(name)
+                if not isinstance(group, h5py.Group) or not all(
+                        isinstance(group.get(k), h5py.Dataset) for k in ("x", "y", "likelihood")):
                     raise EncoderTrainingError(f"keypoints file {path} lacks /Facemap/{name}/{{x, y, likelihood}}")
+                for k in ("x", "y", "likelihood"):
+                    if group[k].dtype.kind not in "biuf":
+                        raise EncoderTrainingError(f"keypoints file {path}: /Facemap/{name}/{k} holds "
+                                                   f"{group[k].dtype}, not numbers")
                 columns.append([np.asarray(group[k][()], np.float64) for k in ("x", "y", "likelihood")])
             lengths = {c.shape for bodypart in columns for c in bodypart}
             if len(lengths) != 1 or len(next(iter(lengths))) != 1:
@@ -187,18 +193,31 @@ def read_keypoints(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, flo
                     f"keypoints file {path}: x, y and likelihood of every bodypart must be 1-D and of one length, "
                     f"got shapes {sorted(lengths)}")
             keypoints = np.stack([np.stack(c, axis=-1) for c in columns], axis=1)
-            fps = f.attrs.get("fps")
-            return keypoints, _recorded_times(f.get("facestream"), len(keypoints)), None if fps is None else float(fps)
-    except OSError as exc:
-        raise EncoderTrainingError(f"keypoints file {path} cannot be read as HDF5 ({exc})") from None
+            return keypoints, _recorded_times(f.get("facestream"), len(keypoints)), _fps_attr(f, path)
+    except (OSError, RuntimeError) as exc:
+        raise EncoderTrainingError(
+            f"keypoints file {path} cannot be read as HDF5 ({' '.join(str(exc).split())})") from None
+
+
+def _fps_attr(f: h5py.File, path: Path) -> float | None:
+    """The file's ``fps`` attribute, if it has a positive one."""
+    fps = f.attrs.get("fps")
+    if fps is None:
+        return None
+    try:
+        value = float(np.asarray(fps).item())
+    except (TypeError, ValueError):
+        raise EncoderTrainingError(f"keypoints file {path}: its fps attribute is not a number ({fps!r:.40})") from None
+    return value if math.isfinite(value) and value > 0 else None  # 0 or NaN: as good as none
 
 
 def _recorded_times(group: h5py.Group | None, frames: int) -> np.ndarray | None:
-    if group is None:
+    if not isinstance(group, h5py.Group):
         return None
     for name, to_s in (("t_ns", 1e-9), ("t_video_s", 1.0), ("t_capture_ns", 1e-9)):
-        if name in group and group[name].shape == (frames,):
-            t = np.asarray(group[name][()], np.float64) * to_s
+        column = group.get(name)
+        if isinstance(column, h5py.Dataset) and column.shape == (frames,) and column.dtype.kind in "iuf":
+            t = np.asarray(column[()], np.float64) * to_s
             if np.isfinite(t).all() and (np.diff(t) > 0).all():
                 return t
     return None

@@ -62,6 +62,7 @@ class Recording:
 
 
 def read_recording(path: str | Path) -> Recording:
+    """The recording at ``path``; ReportError (one line) for anything that is not one."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise ReportError(f"recording {p} does not exist")
@@ -69,23 +70,12 @@ def read_recording(path: str | Path) -> Recording:
         f = h5py.File(p, "r")
     except OSError:
         raise ReportError(f"{p} is not an HDF5 file") from None
-    with f:
-        if "Facemap" not in f:
-            raise ReportError(f"{p} holds no keypoints (/Facemap): not a facestream or Facemap recording")
-        names = [bp for bp in BODYPARTS if bp in f["Facemap"]] + sorted(set(f["Facemap"]) - set(BODYPARTS))
-        try:
-            keypoints = np.stack([np.stack([f[f"Facemap/{bp}/{k}"][()] for k in ("x", "y", "likelihood")], -1)
-                                  for bp in names], 1).astype(np.float64)
-        except (KeyError, ValueError) as e:
-            raise ReportError(f"{p}: unreadable keypoints under /Facemap ({e})") from None
-        columns = {k: v[()] for k, v in f["facestream"].items()} if "facestream" in f else {}
-        attrs = {}
-        if "facestream" in f:
-            for key, value in f["facestream"].attrs.items():
-                try:
-                    attrs[key] = json.loads(value)
-                except (TypeError, ValueError):
-                    attrs[key] = value
+    try:
+        with f:
+            names, keypoints = _read_keypoints(f, p)
+            columns, attrs = _read_columns(f, p)
+    except (OSError, RuntimeError) as e:  # HDF5 could not read what the file says it holds
+        raise ReportError(f"{p}: unreadable HDF5 ({_one_line(e)})") from None
     if len(keypoints) == 0:
         raise ReportError(f"{p} holds no frames: nothing to plot")
     uneven = {k: len(v) for k, v in columns.items() if len(v) != len(keypoints)}
@@ -100,6 +90,66 @@ def read_recording(path: str | Path) -> Recording:
     else:
         t, source = np.arange(len(keypoints), dtype=np.float64), "frame"
     return Recording(p, names, keypoints, np.asarray(t, np.float64), source, columns, attrs)
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _read_keypoints(f: h5py.File, p: Path) -> tuple[list[str], np.ndarray]:
+    """/Facemap/<bodypart>/{x, y, likelihood}: the names and (frames, bodyparts, 3)."""
+    group = f.get("Facemap")
+    if group is None:
+        raise ReportError(f"{p} holds no keypoints (/Facemap): not a facestream or Facemap recording")
+    if not isinstance(group, h5py.Group):
+        raise ReportError(f"{p}: /Facemap is not a group of bodyparts: not a facestream or Facemap recording")
+    names = [bp for bp in BODYPARTS if bp in group] + sorted(set(group) - set(BODYPARTS))
+    try:
+        parts = []
+        for bp in names:
+            if not isinstance(group[bp], h5py.Group):
+                raise ValueError(f"/Facemap/{bp} is not a group of x, y and likelihood")
+            columns = []
+            for k in ("x", "y", "likelihood"):
+                column = group[bp].get(k)
+                if not isinstance(column, h5py.Dataset):
+                    raise ValueError(f"no dataset /Facemap/{bp}/{k}")
+                if column.ndim != 1 or column.dtype.kind not in "biuf":
+                    raise ValueError(f"/Facemap/{bp}/{k} is not a column of numbers "
+                                     f"(shape {column.shape}, dtype {column.dtype})")
+                columns.append(column[()])
+            parts.append(np.stack(columns, -1))
+        keypoints = np.stack(parts, 1).astype(np.float64)
+    except (KeyError, ValueError, TypeError) as e:
+        raise ReportError(f"{p}: unreadable keypoints under /Facemap ({_one_line(e)})") from None
+    return names, keypoints
+
+
+_TIME_COLUMNS = ("t_capture_ns", "t_publish_ns", "t_video_s")
+
+
+def _read_columns(f: h5py.File, p: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """/facestream's columns (a row per frame) and its attributes (JSON where they are)."""
+    group = f.get("facestream")
+    if group is None:
+        return {}, {}
+    if not isinstance(group, h5py.Group):
+        raise ReportError(f"{p}: /facestream is not a group of columns (a damaged or edited file)")
+    columns = {}
+    for name, item in group.items():
+        if not isinstance(item, h5py.Dataset) or item.ndim == 0:
+            raise ReportError(f"{p}: /facestream/{name} is not a column (a damaged or edited file)")
+        if name in _TIME_COLUMNS and (item.ndim != 1 or item.dtype.kind not in "iuf"):
+            raise ReportError(f"{p}: /facestream/{name} is not a column of times "
+                              f"(shape {item.shape}, dtype {item.dtype})")
+        columns[name] = item[()]
+    attrs = {}
+    for key, value in group.attrs.items():
+        try:
+            attrs[key] = json.loads(value)
+        except (TypeError, ValueError):
+            attrs[key] = value
+    return columns, attrs
 
 
 def _bins(t: np.ndarray) -> np.ndarray:
