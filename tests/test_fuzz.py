@@ -13,9 +13,11 @@ their own one-line error, never another exception.
 Budgets are bounded and the runs derandomized, so CI sees the same examples every time
 (``FACESTREAM_FUZZ_SCALE=20`` multiplies the budgets for a longer hunt).
 """
+import atexit
 import json
 import math
 import os
+import shutil
 import string
 import tempfile
 from pathlib import Path
@@ -40,6 +42,7 @@ FUZZ = dict(deadline=None, derandomize=True, database=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 
 _DIR = Path(tempfile.mkdtemp(prefix="facestream-fuzz-"))
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
 
 
 def _budget(examples: int) -> int:
