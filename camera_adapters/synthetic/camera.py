@@ -99,6 +99,13 @@ class SyntheticCamera(Camera):
         pose = self.model.pose(self.time_of(frame_id))
         return self._renderer.render(pose, frame_id), pose.keypoints
 
+    def pupil(self, frame_id: int) -> tuple[float, float, float]:
+        """The true pupil of frame ``frame_id``: its centre x (column), y (row) and radius, in
+        frame pixels (the lids may cover part of it)."""
+        pose = self.model.pose(self.time_of(frame_id))
+        x, y = np.array(pose.eye.pupil_at) - self.model.margin + np.array(pose.shift)
+        return float(x), float(y), float(pose.eye.pupil_r)
+
     def latents(self, frame_id: int) -> dict[str, float]:
         """The behaviour behind frame ``frame_id``, keyed by ``LATENT_NAMES`` (see face_behaviour)."""
         return self.model.latents(self.time_of(frame_id))
