@@ -1,5 +1,5 @@
 """One camera's share of a run: its capture process, ring buffer and reader, drop counts,
-encoder state, forward prediction, publishing, preview and video recording.
+encoder state, forward prediction, pupil and motion SVD, publishing, preview and video recording.
 
 A run has one ``CameraStream`` per camera; the tracker serves them all (frames of the same size
 go through the network in one batch) and hands each stream its keypoints: ``step`` does the rest
@@ -32,9 +32,11 @@ from facestream.engines.encoder import StreamingEncoder
 from facestream.engines.forecast import KalmanForecaster
 from facestream.streamer.capture import capture_main
 from facestream.streamer.hooks import HookRunner
+from facestream.streamer.motion_svd import MotionSVD
 from facestream.streamer.preview import Previews
 from facestream.streamer.protocol import Result
 from facestream.streamer.publisher import Publisher
+from facestream.streamer.pupil import PupilFinder
 from facestream.streamer.ringbuffer import RingBuffer, RingRead
 from facestream.streamer.stats import LatencyHistogram
 from facestream.streamer.video_recorder import VideoRecording
@@ -77,7 +79,8 @@ def per_camera_path(path: str, name: str, several: bool) -> str:
 
 class CameraStream:
     def __init__(self, ctx, name: str, spec: str, options: CameraOptions, encoder: StreamingEncoder, predict_ns: int,
-                 publisher: Publisher, previews: Previews, hook: HookRunner | None):
+                 publisher: Publisher, previews: Previews, hook: HookRunner | None,
+                 pupil: PupilFinder | None = None):
         self.name = name
         self.spec = spec
         self.encoder = encoder
@@ -87,6 +90,9 @@ class CameraStream:
         self.publisher = publisher
         self.previews = previews
         self.hook = hook
+        self.pupil = pupil
+        # set by the pipeline once the frame size is known; its state is this camera's previous frame
+        self.motion: MotionSVD | None = None
         self.drops = Drops()
         self.frames = 0
         self.latency = LatencyHistogram()
@@ -207,9 +213,10 @@ class CameraStream:
             self.video.check()
 
     def step(self, frame: Frame, keypoints: np.ndarray) -> tuple[dict, dict[str, float]]:
-        """The rest of one tracked frame's work: encode, forecast, publish, run the hook, count it,
-        and offer it as a preview last (a preview never delays the message or the hook). The
-        message as published, and the milliseconds each step took."""
+        """The rest of one tracked frame's work: pupil and motion SVD, encode, forecast, publish,
+        run the hook, count it, and offer it as a preview last (a preview never delays the message
+        or the hook). The message as published, and the milliseconds each step took."""
+        pupil, motion, measure_ms = self._measure(frame, keypoints)
         t1 = time.perf_counter_ns()
         neural = self.encoder.step(keypoints)
         t2 = time.perf_counter_ns()
@@ -224,6 +231,8 @@ class CameraStream:
             "neural": neural.tolist(),
             "dropped": self.drops.total,
             **{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in predicted.items()},
+            **({} if pupil is None else {"pupil": pupil}),
+            **({} if motion is None else {"motion_svd": motion.tolist()}),
         })
         t4 = time.perf_counter_ns()
         if self.hook is not None:
@@ -231,13 +240,30 @@ class CameraStream:
                 seq=message["seq"], frame_id=frame.frame_id, t_capture_ns=frame.t_capture_ns,
                 t_publish_ns=message["t_publish_ns"], t_camera_ns=message["t_camera_ns"], camera=self.name,
                 keypoints=keypoints, neural=neural, dropped=message["dropped"], **predicted,
+                pupil=pupil, motion_svd=motion,
             ))
         self.frames += 1
         self.latency.add((message["t_publish_ns"] - frame.t_capture_ns) / 1e6)
         self.previews.offer(frame.pixels, frame.frame_id, frame.t_capture_ns, self.name, message["keypoints"])
-        stages = {"encode_ms": (t2 - t1) / 1e6, **({"forecast_ms": (t3 - t2) / 1e6} if predicted else {}),
+        stages = {**measure_ms, "encode_ms": (t2 - t1) / 1e6, **({"forecast_ms": (t3 - t2) / 1e6} if predicted else {}),
                   "publish_ms": (t4 - t3) / 1e6}
         return message, stages
+
+    def _measure(self, frame: Frame, keypoints: np.ndarray) -> tuple[dict | None, np.ndarray | None, dict[str, float]]:
+        """Facemap's classic outputs of this frame: the pupil (a ``pupil`` field) and the motion
+        SVD (None until its components are ready), each None where it is off, and the
+        milliseconds each took."""
+        pupil = motion = None
+        ms = {}
+        if self.pupil is not None:
+            t0 = time.perf_counter_ns()
+            pupil = self.pupil.find(frame.pixels, keypoints).as_message()
+            ms["pupil_ms"] = (time.perf_counter_ns() - t0) / 1e6
+        if self.motion is not None:
+            t0 = time.perf_counter_ns()
+            motion = self.motion.step(frame.pixels, frame.t_capture_ns)
+            ms["motion_svd_ms"] = (time.perf_counter_ns() - t0) / 1e6
+        return pupil, motion, ms
 
     def _forecast(self, t_capture_ns: int, keypoints: np.ndarray, neural: np.ndarray) -> dict:
         """Keypoints (likelihood kept) and activity extrapolated to capture + the horizon."""
@@ -309,4 +335,5 @@ class CameraStream:
             "dropped": self.drops.as_dict(),
             "latency_ms": {k: v for k, v in self.latency.summary().items() if k in ("p50", "p99", "max")},
             "video": None if self.video is None else self.video.describe(),
+            "motion_svd": None if self.motion is None else self.motion.describe(),
         }

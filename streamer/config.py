@@ -150,6 +150,30 @@ class MonitorSettings:
 
 
 @dataclass(frozen=True)
+class PupilSettings:
+    enabled: bool = setting()
+    region_scale: float = setting(lambda v: 0.3 <= v <= 2.0, "0.3..2.0")
+    min_likelihood: float = setting(lambda v: 0 <= v <= 1, "0..1")
+    smooth_px: float = setting(lambda v: 0 <= v <= 10, "0..10 pixels")
+
+
+@dataclass(frozen=True)
+class MotionSVDSettings:
+    enabled: bool = setting()
+    region: tuple[int, ...] = setting(_bbox_ok)
+    bin: int = setting(lambda v: 1 <= v <= 64, "1..64")
+    components: int = setting(lambda v: 1 <= v <= 1000, "1..1000")
+    learn_seconds: float = setting(lambda v: 0 <= v <= 600, "0..600 seconds")
+    load: str = setting()
+    save: str = setting()
+
+    @property
+    def crop(self) -> tuple[int, int, int, int] | None:
+        """The region, or None for the tracker's bbox (else the whole frame)."""
+        return self.region or None  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
 class RunSettings:
     frames: int = setting(lambda v: v >= 0, ">= 0")
     duration: float = setting(lambda v: v >= 0, ">= 0")
@@ -169,6 +193,8 @@ class Settings:
     hook: HookSettings
     record: RecordSettings
     monitor: MonitorSettings
+    pupil: PupilSettings
+    motion_svd: MotionSVDSettings
     run: RunSettings
 
     def as_dict(self) -> dict:

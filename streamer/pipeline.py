@@ -13,6 +13,7 @@ camera (``camera_stream``); the run's counts are their sums.
 """
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import platform
 import time
@@ -32,8 +33,10 @@ from facestream.streamer.camera_stream import CameraStream, CaptureError, Drops,
 from facestream.streamer.config import Settings
 from facestream.streamer.hooks import HookRunner
 from facestream.streamer.monitor import MonitorProcess, local_endpoint
+from facestream.streamer.motion_svd import Components, MotionSVD
 from facestream.streamer.preview import Previews
 from facestream.streamer.publisher import Publisher
+from facestream.streamer.pupil import PupilFinder
 from facestream.streamer.recorder import Recording, RecordingError, check_free_space, check_record_path
 from facestream.streamer.stats import LatencyHistogram, StageTimes
 from facestream.streamer.video_recorder import VideoRecordingError, check_video_path
@@ -176,7 +179,14 @@ class Pipeline:
         # one encoder per camera: its filter state is that camera's history
         self.encoders = [load_encoder(cfg.encoder.model or None) for _ in self.specs]
         self.encoder = self.encoders[0]
-        check_free_space(self.record_paths, self.encoder.describe()["n_out"])
+        ms = cfg.motion_svd
+        # components from a file: one per camera, as recordings are named; read now, so a bad one stops the run first
+        self.motion_components = [Components.load(per_camera_path(ms.load, n, several)) if ms.load else None
+                                  for n in self.names] if ms.enabled else []
+        # each camera's motion_svd length, for its recording's column (0: none)
+        self.motion_widths = [0 if not ms.enabled else c.components.shape[1] if c is not None else ms.components
+                              for c in self.motion_components or [None] * len(self.names)]
+        check_free_space(self.record_paths, self.encoder.describe()["n_out"], cfg.pupil.enabled, max(self.motion_widths))
         self.predict_ns = round(cfg.stream.predict_ms * 1e6)
         h = cfg.hook
         self.hook = HookRunner(h.target, h.budget_ms, h.disable_after) if h.target else None
@@ -203,14 +213,15 @@ class Pipeline:
         for i, (spec, name, encoder) in enumerate(zip(self.specs, self.names, self.encoders)):
             previews = Previews(publisher, m.preview_fps, m.preview_width)
             self.streams.append(CameraStream(ctx, name, spec, cfg.camera.options(i, cfg.pylon), encoder, self.predict_ns,
-                                             publisher, previews, self.hook))
+                                             publisher, previews, self.hook,
+                                             pupil=self._pupil_finder()))
         failed = False
         video_error = None
         try:
-            for path, name in zip(self.record_paths, self.names):
+            for path, name, width in zip(self.record_paths, self.names, self.motion_widths):
                 recording = Recording(
                     ctx, path, publisher.open_tee(), self.encoder.describe()["n_out"], self._run_info(),
-                    cfg.record.flush_interval, camera=name,
+                    cfg.record.flush_interval, camera=name, pupil=cfg.pupil.enabled, motion_svd=width,
                 )
                 self.recordings.append(recording)
                 recording.start()
@@ -221,6 +232,7 @@ class Pipeline:
             for i, stream in enumerate(self.streams):
                 shape = stream.wait_opened()
                 self.tracker.infer(np.zeros(shape, np.uint8))  # warm up (the first inference is slow); checks the bbox
+                stream.motion = self._motion_svd(i, shape)
                 stream.open_ring(shape, cfg.buffer.slots, ctx, self.video_paths[i] if self.video_paths else None,
                                  cfg.record.video_codec)
                 self.processes.update(stream.processes())
@@ -259,6 +271,19 @@ class Pipeline:
         if video_error is not None:
             raise video_error
         return self.stats.summary()
+
+    def _pupil_finder(self) -> PupilFinder | None:
+        p = self.cfg.pupil
+        return PupilFinder(p.region_scale, p.min_likelihood, p.smooth_px) if p.enabled else None
+
+    def _motion_svd(self, index: int, frame_shape: tuple[int, int]) -> MotionSVD | None:
+        """The ``index``-th camera's motion SVD: on the region set, else the tracker's bbox."""
+        ms = self.cfg.motion_svd
+        if not ms.enabled:
+            return None
+        save = per_camera_path(ms.save, self.names[index], len(self.names) > 1) if ms.save else ""
+        return MotionSVD(frame_shape, ms.crop or self.cfg.tracker.crop, ms.bin, ms.components, ms.learn_seconds,
+                         self.motion_components[index], save)
 
     def _run_info(self) -> dict:
         """What a recording keeps about the run: settings, models, versions."""
@@ -403,6 +428,8 @@ class Pipeline:
             "encoder": enc,
             "neural": self.encoder.output_meta(first.get("fps")),
             "policy": self.cfg.stream.policy,
+            "pupil": None if not self.cfg.pupil.enabled else {
+                **dataclasses.asdict(self.cfg.pupil), "method": "facemap gaussian fit, otsu threshold, eye keypoints' ellipse"},
             "prediction": None if not self.predict_ns else {
                 "horizon_ms": self.cfg.stream.predict_ms, "method": "kalman constant velocity",
                 "q_over_r": self.streams[0].forecasts[0].q},

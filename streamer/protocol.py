@@ -83,10 +83,21 @@ def _is_numbers(v) -> bool:
     return isinstance(v, list) and all(map(_is_number, v))
 
 
+def _is_pupil(v) -> bool:
+    """``{area, centre, axes, valid}``: a number and two pairs of numbers, each nil when no
+    pupil was fitted, and true/false."""
+    def pair(p) -> bool:
+        return p is None or (_is_numbers(p) and len(p) == 2)
+
+    return (isinstance(v, dict) and isinstance(v.get("valid"), bool) and (v.get("area") is None or _is_number(v["area"]))
+            and pair(v.get("centre")) and pair(v.get("axes")))
+
+
 _FRAME_REQUIRED = {"seq": _is_int, "frame_id": _is_int, "t_capture_ns": _is_int, "t_publish_ns": _is_int,
                    "keypoints": _is_points, "neural": _is_numbers}
 _FRAME_OPTIONAL = {"t_camera_ns": _is_int, "camera": lambda v: isinstance(v, str), "dropped": _is_int,
-                   "keypoints_predicted": _is_points, "neural_predicted": _is_numbers, "t_predicted_ns": _is_int}
+                   "keypoints_predicted": _is_points, "neural_predicted": _is_numbers, "t_predicted_ns": _is_int,
+                  "pupil": _is_pupil, "motion_svd": _is_numbers}
 
 
 def check_frame(message: dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +122,8 @@ class Result:
     keypoints: (15, 3) [x, y, likelihood] in frame pixels, Facemap's bodypart order.
     neural: (n,) predicted activity. The ``*_predicted`` fields and ``t_predicted_ns`` are
     present only when the publisher forecasts (``stream.predict_ms`` > 0), else None.
+    pupil: ``{area, centre, axes, valid}`` (docs/protocol.md) where the pupil is measured, else
+    None; motion_svd: (n,) where the motion SVD is on and its components are ready, else None.
     """
 
     seq: int
@@ -125,6 +138,8 @@ class Result:
     keypoints_predicted: np.ndarray | None = None
     neural_predicted: np.ndarray | None = None
     t_predicted_ns: int | None = None
+    pupil: dict | None = None
+    motion_svd: np.ndarray | None = None
 
     @classmethod
     def from_message(cls, m: dict[str, Any]) -> "Result":
@@ -132,6 +147,7 @@ class Result:
         check_frame(m)
         predicted = m.get("keypoints_predicted")
         neural_predicted = m.get("neural_predicted")
+        motion_svd = m.get("motion_svd")
         return cls(
             seq=m["seq"], frame_id=m["frame_id"], t_capture_ns=m["t_capture_ns"],
             t_publish_ns=m["t_publish_ns"], t_camera_ns=m.get("t_camera_ns"), camera=m.get("camera", ""),
@@ -140,7 +156,8 @@ class Result:
             dropped=m.get("dropped", 0),
             keypoints_predicted=None if predicted is None else np.asarray(predicted, dtype=np.float64).reshape(-1, 3),
             neural_predicted=None if neural_predicted is None else np.asarray(neural_predicted, dtype=np.float64),
-            t_predicted_ns=m.get("t_predicted_ns"),
+            t_predicted_ns=m.get("t_predicted_ns"), pupil=m.get("pupil"),
+            motion_svd=None if motion_svd is None else np.asarray(motion_svd, dtype=np.float64),
         )
 
     def age_ms(self, now_ns: int | None = None) -> float:

@@ -74,16 +74,16 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
 
-def start_bytes(n_neural: int) -> int:
+def start_bytes(n_neural: int, pupil: bool = False, motion_svd: int = 0) -> int:
     """The free space a recording needs to start: the empty file and its first chunk of every
     dataset (``CHUNK_ROWS`` rows), which HDF5 allocates with the first row."""
-    return _EMPTY_FILE + chunk_set_bytes(_columns(n_neural)) + _GROWTH_MARGIN
+    return _EMPTY_FILE + chunk_set_bytes(_columns(n_neural, pupil, motion_svd)) + _GROWTH_MARGIN
 
 
-def check_free_space(paths: list[Path], n_neural: int) -> None:
+def check_free_space(paths: list[Path], n_neural: int, pupil: bool = False, motion_svd: int = 0) -> None:
     """Refuse, in one line, recordings whose filesystem has less free space than they need to
     start (recordings on the same filesystem need it each)."""
-    need = start_bytes(n_neural)
+    need = start_bytes(n_neural, pupil, motion_svd)
     by_disk: dict[int, list[Path]] = {}
     for p in paths:
         by_disk.setdefault(os.stat(p.parent).st_dev, []).append(p)
@@ -105,7 +105,9 @@ def disk_full(e: BaseException) -> bool:
     return any(s in text for s in ("errno = 28,", "errno = 122,", "No space left on device", "Disk quota exceeded"))
 
 
-def _columns(n_neural: int) -> dict:
+def _columns(n_neural: int, pupil: bool = False, motion_svd: int = 0) -> dict:
+    """/facestream's columns: with ``pupil``, the pupil's (NaN where none was fitted); with
+    ``motion_svd`` components, theirs (NaN until they were ready)."""
     return {
         "seq": ((), "int64"),
         "frame_id": ((), "int64"),
@@ -114,14 +116,23 @@ def _columns(n_neural: int) -> dict:
         "t_publish_ns": ((), "int64"),
         "dropped": ((), "int64"),
         "neural": ((n_neural,), "float32"),
+        **({} if not pupil else {"pupil_area": ((), "float32"), "pupil_centre": ((2,), "float32"),
+                                 "pupil_axes": ((2,), "float32"), "pupil_valid": ((), "uint8")}),
+        **({} if not motion_svd else {"motion_svd": ((motion_svd,), "float32")}),
     }
+
+
+def _or_nan(value, shape: tuple[int, ...]) -> object:
+    return np.full(shape, np.nan) if value is None else value
 
 
 class _Rows:
     """Frame messages collected between two writes."""
 
-    def __init__(self) -> None:
+    def __init__(self, pupil: bool = False, motion_svd: int = 0) -> None:
         self.messages: list[dict] = []
+        self.pupil = pupil
+        self.motion_svd = motion_svd
 
     def write_to(self, pose: PoseFile) -> None:
         if not self.messages:
@@ -132,6 +143,14 @@ class _Rows:
                    for k in ("seq", "frame_id", "t_capture_ns", "t_publish_ns", "dropped")}
         columns["t_camera_ns"] = np.asarray([-1 if r["t_camera_ns"] is None else r["t_camera_ns"] for r in m], np.int64)
         columns["neural"] = np.asarray([r["neural"] for r in m], dtype=np.float32)
+        if self.pupil:
+            found = [r.get("pupil") or {} for r in m]
+            columns["pupil_area"] = np.asarray([_or_nan(p.get("area"), ()) for p in found], np.float32)
+            columns["pupil_centre"] = np.asarray([_or_nan(p.get("centre"), (2,)) for p in found], np.float32)
+            columns["pupil_axes"] = np.asarray([_or_nan(p.get("axes"), (2,)) for p in found], np.float32)
+            columns["pupil_valid"] = np.asarray([bool(p.get("valid")) for p in found], np.uint8)
+        if self.motion_svd:
+            columns["motion_svd"] = np.asarray([_or_nan(r.get("motion_svd"), (self.motion_svd,)) for r in m], np.float32)
         pose.append(keypoints, columns)
         self.messages = []
 
@@ -235,9 +254,11 @@ def _exit_now(sock, code: int) -> None:
 
 
 def recorder_main(
-    path: str, endpoint: str, n_neural: int, run_info: dict, conn, flush_interval: float, camera: str | None = None
+    path: str, endpoint: str, n_neural: int, run_info: dict, conn, flush_interval: float, camera: str | None = None,
+    pupil: bool = False, motion_svd: int = 0,
 ) -> None:
-    """Record the frame messages of ``camera`` (None: every camera) and the ``meta`` messages."""
+    """Record the frame messages of ``camera`` (None: every camera) and the ``meta`` messages;
+    the pupil's columns with ``pupil``, a ``motion_svd`` column of that many components."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the pipeline ends the recording, not Ctrl-C
     sock = zmq.Context.instance().socket(zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, 0)
@@ -245,7 +266,7 @@ def recorder_main(
     sock.connect(endpoint)
     existed = os.path.lexists(path)
     try:
-        pose = PoseFile(path, _columns(n_neural))
+        pose = PoseFile(path, _columns(n_neural, pupil, motion_svd))
         pose.set_attrs(run=run_info)
         pose.flush()
         pose.reserve(_LOW)  # room to close the file, should the disk fill before the first rows
@@ -255,7 +276,7 @@ def recorder_main(
             os.unlink(path)  # a file this process began and could not make a recording of
         _exit_now(sock, 1)
     writer = _Writer(pose)
-    rows = _Rows()
+    rows = _Rows(pupil, motion_svd)
     meta: dict | None = None
     unrecorded = 0  # frames that arrived after the disk filled
     try:
@@ -298,7 +319,8 @@ class Recording:
     """The pipeline's side of a recording: starts the recorder process, watches it, ends it."""
 
     def __init__(
-        self, ctx, path: Path, endpoint: str, n_neural: int, run_info: dict, flush_interval: float, camera: str | None = None
+        self, ctx, path: Path, endpoint: str, n_neural: int, run_info: dict, flush_interval: float, camera: str | None = None,
+        pupil: bool = False, motion_svd: int = 0,
     ):
         self.path = path
         self.rows: int | None = None
@@ -307,7 +329,7 @@ class Recording:
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(
             target=recorder_main, name="facestream-recorder",
-            args=(str(self.path), endpoint, n_neural, run_info, child, flush_interval, camera),
+            args=(str(self.path), endpoint, n_neural, run_info, child, flush_interval, camera, pupil, motion_svd),
         )
 
     @property

@@ -2,11 +2,13 @@
 import time
 
 import msgpack
+import numpy as np
 import pytest
 import zmq
 
 from facestream.streamer import protocol
 from facestream.streamer.client import Subscriber
+from facestream.streamer.protocol import ProtocolError, Result, check_frame
 from facestream.streamer.publisher import PublishError, Publisher
 
 
@@ -134,3 +136,27 @@ def test_unknown_encoding_is_a_one_line_error(endpoint):
     with pytest.raises(PublishError) as e:
         Publisher(endpoint, encoding="xml")
     assert "xml" in str(e.value) and "\n" not in str(e.value)
+
+
+def _frame(**extra) -> dict:
+    return {"v": 1, "seq": 0, "frame_id": 3, "t_capture_ns": 1, "t_publish_ns": 2, "keypoints": [[1.0, 2.0, 0.9]] * 15,
+            "neural": [0.5], **extra}
+
+
+def test_pupil_and_motion_svd_fields_are_checked_and_read():
+    pupil = {"area": 452.4, "centre": [103.0, 84.0], "axes": [12.0, 12.0], "valid": True}
+    result = Result.from_message(check_frame(_frame(pupil=pupil, motion_svd=[1.5, -2.0, 0.25])))
+    assert result.pupil == pupil
+    np.testing.assert_array_equal(result.motion_svd, [1.5, -2.0, 0.25])
+    unfitted = {"area": None, "centre": None, "axes": None, "valid": False}
+    assert Result.from_message(_frame(pupil=unfitted)).pupil == unfitted
+    plain = Result.from_message(_frame())
+    assert plain.pupil is None and plain.motion_svd is None
+    for bad in ({"area": 1.0, "centre": [1.0], "axes": None, "valid": True},
+                {"area": "big", "centre": None, "axes": None, "valid": True},
+                {"area": 1.0, "centre": None, "axes": None},
+                [1.0, 2.0]):
+        with pytest.raises(ProtocolError, match="'pupil'"):
+            check_frame(_frame(pupil=bad))
+    with pytest.raises(ProtocolError, match="'motion_svd'"):
+        check_frame(_frame(motion_svd=[1.0, "x"]))
