@@ -83,10 +83,13 @@ def _not_json(obj) -> None:
 
 
 def _sample(frame: dict) -> list:
-    """One trace sample: [t_s, frame_id, x0, y0, l0, ..., x14, y14, l14, neural...]."""
+    """One trace sample: [t_s, frame_id, x0, y0, l0, ..., x14, y14, l14, pupil area, neural...]
+    (the pupil's area null where it is not measured or not valid)."""
     out = [round(frame["t_capture_ns"] / 1e9, 4), frame["frame_id"]]
     for x, y, likelihood in frame["keypoints"]:
         out += [round(x, 1), round(y, 1), round(likelihood, 3)]
+    pupil = frame.get("pupil") or {}
+    out.append(round(pupil["area"], 1) if pupil.get("valid") and pupil.get("area") is not None else None)
     out += [round(v, 4) for v in frame["neural"][:NEURAL_SHOWN]]
     return _finite(out)
 

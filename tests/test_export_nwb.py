@@ -59,7 +59,9 @@ def model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory, model):
     path = tmp_path_factory.mktemp("run") / "run.h5"
-    r = subprocess.run([*CLI, "run", "--frames", "40", "--policy", "every", "--record", str(path),
+    config = path.with_suffix(".toml")
+    config.write_text("[motion_svd]\ncomponents = 4\nlearn_seconds = 0.0\n")  # ready after 5 frames
+    r = subprocess.run([*CLI, "run", "--config", str(config), "--frames", "40", "--policy", "every", "--record", str(path),
                         "--publish", f"tcp://127.0.0.1:{free_port()}", "--model", str(model), "--quiet"],
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr
@@ -128,6 +130,14 @@ def test_live_recording_round_trips(recording, exported):
         assert "principal components" in neural.description and "look-ahead 0 frames" in neural.description
         assert f"{attrs['meta']['neural']['test_variance_explained']:.4f}" in neural.description
         np.testing.assert_array_equal(behavior["frame_id"].data[:], rec["frame_id"])
+        pupil = behavior["PupilTracking"]
+        for what in ("area", "centre", "axes", "valid"):
+            np.testing.assert_array_equal(pupil[what].data[:], rec[f"pupil_{what}"])
+            np.testing.assert_allclose(pupil[what].timestamps[:], expected_t, rtol=0, atol=1e-9)
+        motion = behavior["motion_svd"]
+        assert motion.data.shape == (40, 4) and np.isnan(motion.data[0]).all() and np.isfinite(motion.data[-1]).all()
+        np.testing.assert_array_equal(motion.data[:], rec["motion_svd"])
+        assert "region [0, 480, 0, 640]" in motion.description and "binned 4x4" in motion.description
         np.testing.assert_array_equal(behavior["dropped_frames"].data[:], rec["dropped"])
         np.testing.assert_allclose(behavior["latency"].data[:], (rec["t_publish_ns"] - t) / 1e9, rtol=0, atol=1e-9)
         table = behavior["frame_accounting"].to_dataframe().set_index("what")["frames"]

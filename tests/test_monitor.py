@@ -185,7 +185,8 @@ PAW = BODYPARTS.index("paw")
 class _FakeRig(threading.Thread):
     """Publishes two cameras' meta, frames and previews as a multi-camera pipeline would.
     ``hidden_paw``: every other frame the paw is hidden (likelihood 0.5) and the tracker's guess
-    for it 285 px off, as Facemap's is for a paw out of view."""
+    for it 285 px off, as Facemap's is for a paw out of view. The left camera's pupil is measured:
+    its area between 300 and 500 px^2, and one frame in 5 not valid (a blink, area 5000)."""
 
     def __init__(self, endpoint: str, hidden_paw: bool = False):
         super().__init__(daemon=True)
@@ -208,6 +209,7 @@ class _FakeRig(threading.Thread):
                             "camera": {"name": camera, "width": 320, "height": 240, "fps": 30.0},
                             "tracker": {"engine": "onnx", "model": "test"}, "encoder": {"trained": True},
                             "neural": {"kind": "pcs", "length": 3},
+                            "pupil": {"region_scale": 0.85} if camera == "left" else None,
                             "recording": {"path": "/data/session.h5", "dropped": 0} if camera == "left" else None,
                             "stats": {"fps": 30.0, "latency_ms": {"p50": 5.0, "p99": 9.0},
                                       "dropped": {"total": 3, "camera": 0, "overrun": 0, "skipped": 3}},
@@ -219,7 +221,10 @@ class _FakeRig(threading.Thread):
                     t = time.monotonic_ns()
                     pub.publish_frame({"frame_id": frame_id, "t_capture_ns": t - 4_000_000, "t_camera_ns": None,
                                        "camera": camera, "keypoints": keypoints,
-                                       "neural": [np.sin(frame_id / 7 + k) for k in range(3)], "dropped": 3})
+                                       "neural": [np.sin(frame_id / 7 + k) for k in range(3)], "dropped": 3,
+                                       **({} if camera != "left" else {"pupil": {
+                                           "area": 400 + 100 * np.sin(frame_id / 5) if frame_id % 5 else 5000.0,
+                                           "centre": [100.0, 80.0], "axes": [12.0, 11.0], "valid": bool(frame_id % 5)}})})
                     previews[camera].offer(pixels, frame_id, t, camera, keypoints)
                 if time.monotonic() >= next_meta:
                     next_meta = time.monotonic() + 0.5
@@ -426,3 +431,15 @@ def test_page_traces_leave_hidden_keypoints_out_of_their_scale(endpoint, chromiu
     # seen, the paw moves with the disc: at most 128 px across, so within ±100 px of its mean
     assert 10 < paw[1] < 100, paw
     assert paw == [-paw[1], paw[1]] and nose[1] > 10  # rows are centred; the others still move
+
+
+def test_page_plots_the_valid_pupil_area_of_cameras_that_measure_it(endpoint, chromium):
+    with _rig_watched(endpoint) as port:
+        page = chromium.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("""() => { const c = window.facestreamMonitor.cameras.get('left');
+            return c && c.samples.length > 30 && c.ranges['pupil area']; }""", timeout=60_000)
+        left, right = page.evaluate("""() => ['left', 'right'].map(n =>
+            window.facestreamMonitor.cameras.get(n).ranges['pupil area'] || null)""")
+    assert 300 <= left[0] < left[1] <= 500, left  # the frames not valid (area 5000) are left out
+    assert right is None

@@ -76,8 +76,14 @@ def test_summary_agrees_with_the_run(recording):
     with h5py.File(path) as f:
         latency = (f["facestream/t_publish_ns"][()] - f["facestream/t_capture_ns"][()]) / 1e6
     assert s["latency_ms"]["p50"] == pytest.approx(np.percentile(latency, 50), abs=0.01)
-    titles = [ax.get_title(loc="left") for ax in figure(rec).axes if ax.get_title(loc="left")]
-    assert [t.split(",")[0].split(" ")[0] for t in titles] == ["keypoints:", "likelihood", "latency", "frames", "predicted"]
+    axes = [ax for ax in figure(rec).axes if ax.get_title(loc="left")]
+    titles = [ax.get_title(loc="left") for ax in axes]
+    assert [t.split(",")[0].split(" ")[0] for t in titles] == ["keypoints:", "likelihood", "latency", "frames", "pupil",
+                                                               "motion", "predicted"]
+    # the pupil's panel: the recorded area of each frame where it is valid, a gap elsewhere
+    with h5py.File(path) as f:
+        area = np.where(f["facestream/pupil_valid"][()] > 0, f["facestream/pupil_area"][()], np.nan)
+    np.testing.assert_allclose(axes[4].lines[0].get_ydata(), area, rtol=1e-6)
 
 
 def _pose_file(path, n, columns, attrs=None):

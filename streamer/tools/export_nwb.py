@@ -12,6 +12,10 @@ Facemap keypoints file: ``/Facemap/<bodypart>/{x, y, likelihood}`` alone) and wr
 - ``/processing/behavior/frame_id`` (and for a live recording ``dropped_frames`` and
   ``latency``): per-frame columns as ``TimeSeries``;
 - ``/processing/behavior/predicted_neural_activity``: the encoder's output, where recorded;
+- ``/processing/behavior/PupilTracking``: the pupil's ``area``, ``centre``, ``axes`` and
+  ``valid`` as ``TimeSeries``, where recorded (NaN where no pupil was fitted);
+- ``/processing/behavior/motion_svd``: the motion SVD, where recorded (NaN rows before its
+  components were ready);
 - ``/processing/behavior/frame_accounting``: a small table of frames recorded and dropped.
 
 Times are session time: seconds from the first frame. A live recording's ``t_capture_ns`` is
@@ -549,6 +553,7 @@ def _write(src: _Source, tmp: Path, info: SessionInfo, timing: _Timing) -> int:
     from hdmf.common import DynamicTable, VectorData
     from ndx_pose import PoseEstimation, PoseEstimationSeries, Skeleton, Skeletons
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+    from pynwb.behavior import PupilTracking
     from pynwb.file import Subject
 
     n = src.n
@@ -658,6 +663,33 @@ def _write(src: _Source, tmp: Path, info: SessionInfo, timing: _Timing) -> int:
             name="predicted_neural_activity", data=_dataset(lambda a, b: neural[a:b], n, width, np.float32),
             unit="a.u." if kind != "neurons" else "a.u. (each neuron z-scored)",
             description=_neural_description(src, width), **linked_times()))
+    area = src.column("pupil_area")
+    if area is not None:
+        pupil = [TimeSeries(name="area", data=_dataset(lambda a, b: area[a:b], n, None, np.float32), unit="pixels^2",
+                            description="pupil area, pi times the product of the fitted ellipse's semi-axes (Facemap's "
+                                        "Gaussian fit in the ellipse of the eye keypoints); NaN where none was fitted",
+                            **linked_times())]
+        for what, unit, text in (
+                ("centre", "pixels", "the pupil's centre, x (column) and y (row) in the frame's pixels"),
+                ("axes", "pixels", "the fitted ellipse's semi-axes, long then short"),
+                ("valid", "n.a.", "1 where the pupil was fitted and the four eye keypoints were likely enough, else 0")):
+            column = src.column(f"pupil_{what}")
+            if column is not None:
+                pupil.append(TimeSeries(
+                    name=what, unit=unit, description=text, **linked_times(),
+                    data=_dataset(lambda a, b, c=column: c[a:b], n, None if column.ndim == 1 else column.shape[1],
+                                  column.dtype)))
+        behavior.add(PupilTracking(name="PupilTracking", time_series=pupil))
+    motion = src.column("motion_svd")
+    if motion is not None and motion.ndim == 2 and motion.shape[1] > 0:
+        about = ((src.attrs.get("meta") or {}).get("cameras") or [{}])[0].get("motion_svd") or {}
+        where = (f"region {about['region']} (row1, row2, col1, col2), binned {about['bin']}x{about['bin']}, "
+                 f"components {about.get('source', 'learned')}") if about.get("region") else "region not recorded"
+        behavior.add(TimeSeries(
+            name="motion_svd", data=_dataset(lambda a, b: motion[a:b], n, int(motion.shape[1]), np.float32), unit="a.u.",
+            description=(f"Facemap's motion SVD: the absolute difference of consecutive frames, binned, minus its mean, "
+                         f"projected on {motion.shape[1]} spatial components; {where}; NaN before the components were ready"),
+            **linked_times()))
     table = DynamicTable(
         name="frame_accounting", description="frames in this file and frames dropped before it, by cause",
         columns=[VectorData(name="what", description="the count's name", data=[r[0] for r in accounting]),

@@ -2,8 +2,9 @@
 
 Reads a file written by ``facestream run --record`` (``/Facemap/<bodypart>/{x, y,
 likelihood}`` plus facestream's columns and JSON attributes in ``/facestream``, see
-``recorder.py``) and draws keypoint traces, likelihoods, latency over time, frames/s, drops and
-the first components of the predicted activity. A file from ``facestream track`` (keypoints
+``recorder.py``) and draws keypoint traces, likelihoods, latency over time, frames/s, drops,
+the pupil's area, the first motion SVD components and the first components of the predicted
+activity. A file from ``facestream track`` (keypoints
 and video times only) gets the panels its columns allow. The output's suffix picks the kind:
 ``.png``, ``.svg`` or ``.pdf`` (matplotlib) or ``.html`` (one self-contained page: the plots as
 an embedded PNG and a table of the run).
@@ -14,6 +15,7 @@ import base64
 import html
 import io
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,12 +221,18 @@ def figure(rec: Recording) -> plt.Figure:
     t = _per_bin(bins, rec.t_s, np.mean)
     lat = rec.latency_ms
     neural = rec.columns.get("neural")
+    pupil = rec.columns.get("pupil_area")
+    motion = rec.columns.get("motion_svd")
     has_drops = "dropped" in rec.columns
     panels = [("traces", 5.0), ("likelihood", 2.6)]
     if lat is not None:
         panels.append(("latency", 1.9))
     if rec.time_source != "frame":
         panels.append(("rate", 1.6))
+    if pupil is not None and pupil.ndim == 1:
+        panels.append(("pupil", 1.6))
+    if motion is not None and motion.ndim == 2 and motion.size:
+        panels.append(("motion", 1.9))
     if neural is not None and neural.size:
         panels.append(("neural", 1.9))
     fig, axes = plt.subplots(len(panels), 1, figsize=(13, sum(h for _, h in panels) + 0.9), sharex=True,
@@ -293,6 +301,31 @@ def figure(rec: Recording) -> plt.Figure:
             twin.set_ylim(0, max(dropped.max() * 1.1, 1))
             title += " (green) and frames dropped so far (red)"
         ax.set_title(title, fontsize=9, loc="left")
+
+    if "pupil" in axes:
+        ax = axes["pupil"]
+        valid = rec.columns.get("pupil_valid")
+        area = pupil.astype(np.float64)
+        if valid is not None and valid.shape == area.shape:
+            area = np.where(valid > 0, area, np.nan)
+        with warnings.catch_warnings():  # bins with no valid frame are gaps
+            warnings.simplefilter("ignore", RuntimeWarning)
+            shown = _per_bin(bins, area, np.nanmean)
+        ax.plot(t, shown, lw=0.8, color="#495057")
+        ax.set_ylabel("px²", fontsize=8)
+        seen = np.isfinite(area)
+        ax.set_title(f"pupil area, where valid ({seen.mean():.0%} of frames)", fontsize=9, loc="left")
+
+    if "motion" in axes:
+        ax = axes["motion"]
+        with warnings.catch_warnings():  # frames before the components were ready are gaps
+            warnings.simplefilter("ignore", RuntimeWarning)
+            shown = _per_bin(bins, motion[:, :NEURAL_SHOWN].astype(np.float64), np.nanmean)
+        for j in range(shown.shape[1]):
+            ax.plot(t, shown[:, j], lw=0.8, label=f"{j + 1}")
+        ax.set_title(f"motion SVD, first {shown.shape[1]} components (blank until they were learned)",
+                     fontsize=9, loc="left")
+        ax.legend(fontsize=7, loc="upper right", ncols=NEURAL_SHOWN, framealpha=0.85)
 
     if "neural" in axes:
         ax = axes["neural"]
