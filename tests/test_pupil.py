@@ -157,3 +157,20 @@ def test_true_pupil_is_where_the_renderer_draws_it():
     disc = np.zeros(pixels.shape, np.uint8)
     cv2.circle(disc, (round(x), round(y)), round(0.8 * r), 1, -1)
     assert pixels[disc > 0].mean() + 4 < np.median(pixels[ring > 0])
+
+
+def test_pupil_error_command_measures_tracked_and_true_keypoints(tmp_path):
+    cli = [sys.executable, "-m", "facestream.streamer.cli", "pupil-error"]
+    out = subprocess.run([*cli, "--frames", "6", "--seeds", "2", "--engine", "torch", "--json"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["seeds"] == [10000, 10001] and result["engine"] == "torch"
+    for name in ("tracked_keypoints", "true_keypoints"):
+        s = result[name]
+        assert s["frames"] == 6 and s["fitted"] == 6
+        assert s["area_relative_error"]["median"] < 0.5 and s["centre_error_px"]["median"] < 5
+    assert "tracked eye keypoints: area error median" in out.stderr
+    bad = subprocess.run([*cli, "--config", str(tmp_path / "none.toml")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        f"facestream: error: config file not found: {tmp_path / 'none.toml'}"]

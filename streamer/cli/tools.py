@@ -215,4 +215,27 @@ def export_nwb(recording, out, overwrite, metadata_path, rate, **given) -> None:
     guarded(body)
 
 
-COMMANDS = (bench, track, track_batch, simulate, report, export_nwb)
+@click.command("pupil-error")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file: its [pupil] settings are measured.")
+@click.option("--frames", type=click.IntRange(min=1), default=400, show_default=True, help="Open-eyed frames to measure.")
+@click.option("--seeds", type=click.IntRange(min=1, max=1000), default=20, show_default=True, help="Held-out synthetic faces they come from.")
+@click.option("--engine", help=ENGINE_HELP)
+@click.option("--model", help=MODEL_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results on stdout.")
+def pupil_error(config_path, frames, seeds, engine, model, as_json) -> None:
+    """Measure the live pupil against the synthetic face's true pupil: area and centre error,
+    from tracked and from true eye keypoints, on held-out faces."""
+
+    def body() -> None:
+        from facestream.streamer.tools.pupil_error import measure, summary_text
+
+        cfg = load_config(config_path, overrides(engine=engine, model=model))
+        result = measure(cfg.pupil, frames=frames, seeds=seeds, engine=cfg.tracker.engine, model=cfg.tracker.model or None)
+        say(summary_text(result))
+        if as_json:
+            click.echo(json.dumps(result))
+
+    guarded(body)
+
+
+COMMANDS = (bench, track, track_batch, simulate, report, export_nwb, pupil_error)
