@@ -14,6 +14,11 @@ downloaded there first (``fetch.fetch_models``) when its files are missing.
 The bundled default (``models/`` beside this module) is in the same two-file format. Its params
 file carries ``["facestream"] = {"name": ..., "trained": ..., "data": [...]}``; Facemap ignores
 that key. A model whose ``data`` is synthetic faces only is ``synthetic_only``.
+
+A student (``student.py``: a small network distilled from one of these, with the same outputs)
+is one ``*.npz`` file; ``--model student`` names the bundled one (``models/student.npz``).
+It loads into the same ``TrackerModel``, with ``student`` (its architecture) and ``teacher``
+set, so every engine builds it as it builds Facemap's network.
 """
 from __future__ import annotations
 
@@ -30,12 +35,15 @@ import torch
 
 from .bodyparts import N_KEYPOINTS
 from .fmnet import FMnet
+from .student import StudentArch, StudentFileError, build_student, is_student_file, read_student
 
 STATE_NAME = "facemap_model_state.pt"
 PARAMS_NAME = "facemap_model_params.pth"
 BUNDLED_DIR = Path(__file__).resolve().parent / "models"
 N_STAGES = 5  # encoder stages that make Facemap's 64x64 output maps from a 256x256 input
 FACEMAP_NAME = "facemap"  # --model facemap: Facemap's base model in facemap_models_dir(), fetched on first use
+STUDENT_NAME = "student"  # --model student: the bundled student, distilled from the bundled default
+BUNDLED_STUDENT = BUNDLED_DIR / "student.npz"
 
 _BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue")
 
@@ -56,19 +64,28 @@ class TrackerModel:
     trained: bool
     state_dict: dict[str, torch.Tensor] = field(repr=False, compare=False)
     synthetic_only: bool = False  # trained by facestream on synthetic faces only (the bundled default is)
+    student: StudentArch | None = None  # a distilled student's architecture; None for Facemap's network
+    teacher: dict | None = field(default=None, compare=False)  # a student's teacher: {"name", "sha256"}
 
     def identity(self) -> dict:
-        """Plain-type identity for metadata: name, sha256 (12 hex), channels, trained, path."""
-        return {
+        """Plain-type identity for metadata: name, sha256 (12 hex), channels, trained, path; a
+        student also has kind "student" and its teacher's name and full sha256."""
+        identity = {
             "name": self.name,
             "sha256": self.sha256[:12],
             "channels": list(self.channels),
             "trained": self.trained,
             "path": str(self.state_path),
+            "kind": "facemap" if self.student is None else "student",
         }
+        if self.teacher is not None:
+            identity["teacher"] = dict(self.teacher)
+        return identity
 
-    def build(self) -> FMnet:
-        """The network with these weights, in eval mode, on the CPU."""
+    def build(self) -> torch.nn.Module:
+        """The network with these weights (FMnet, or a student's), in eval mode, on the CPU."""
+        if self.student is not None:
+            return build_student(self.student, self.state_dict)
         net = FMnet(self.channels, img_ch=1, output_ch=N_KEYPOINTS)
         net.load_state_dict(self.state_dict, strict=True)
         return net.eval()
@@ -90,6 +107,10 @@ def load_model(path: str | Path | None = None) -> TrackerModel:
     """
     if isinstance(path, str) and path == FACEMAP_NAME:
         path = _facemap_base()
+    if isinstance(path, str) and path == STUDENT_NAME:
+        path = BUNDLED_STUDENT
+    if path is not None and is_student_file(Path(path)):
+        return load_student(Path(path).expanduser())
     state_path, params_path = _resolve(path)
     params = _torch_load(params_path)
     channels = _channels(params, params_path)
@@ -106,6 +127,30 @@ def load_model(path: str | Path | None = None) -> TrackerModel:
         trained=bool(marker.get("trained", True)),
         state_dict=state,
         synthetic_only=isinstance(data, (list, tuple)) and len(data) > 0 and all(d == "synthetic" for d in data),
+    )
+
+
+def load_student(path: Path) -> TrackerModel:
+    """A student file (``student.py``'s format) as a TrackerModel; ModelFileError if it is not one."""
+    try:
+        header, state, sha256 = read_student(path)
+    except StudentFileError as exc:
+        raise ModelFileError(str(exc)) from None
+    arch = header["architecture"]
+    teacher = header.get("teacher") if isinstance(header.get("teacher"), dict) else {}
+    training = header.get("training") if isinstance(header.get("training"), dict) else {}
+    data = training.get("data")
+    return TrackerModel(
+        name=str(header.get("name", path.stem)),
+        state_path=path.resolve(),
+        params_path=path.resolve(),
+        sha256=sha256,
+        channels=tuple(arch["widths"]),
+        trained=True,
+        state_dict=state,
+        synthetic_only=isinstance(data, list) and len(data) > 0 and all(d == "synthetic" for d in data),
+        student=StudentArch(tuple(arch["widths"]), arch["separable"], arch["full_res"]),
+        teacher={"name": str(teacher.get("name")), "sha256": str(teacher.get("sha256"))},
     )
 
 
@@ -277,15 +322,20 @@ def _check_state(state: dict, channels: tuple[int, ...], path: Path) -> None:
 
 
 def available_models() -> list[dict]:
-    """The bundled default and every model in Facemap's folder (state files and model folders).
+    """The bundled default, the bundled student and every model in Facemap's folder (state files,
+    student files and model folders).
 
-    Each entry: name, state, params, trained, channels, sha256 (12 hex), default; a file that does
+    Each entry: name, state, params, trained, channels, sha256 (12 hex), default, kind ("facemap"
+    or "student"; a student also has teacher_sha256, its teacher's full sha256); a file that does
     not load as a tracker model is listed with its path and an ``error`` instead.
     """
     entries = [_entry(None, default=True)]
+    if BUNDLED_STUDENT.is_file():
+        entries.append(_entry(BUNDLED_STUDENT, default=False))
     folder = facemap_models_dir()
     if folder.is_dir():
-        candidates = sorted(folder.glob("*.pt")) + sorted(p for p in folder.iterdir() if (p / STATE_NAME).is_file())
+        candidates = sorted(folder.glob("*.pt")) + sorted(folder.glob("*.npz"))
+        candidates += sorted(p for p in folder.iterdir() if (p / STATE_NAME).is_file())
         entries += [_entry(path, default=False) for path in candidates]
     return entries
 
@@ -303,4 +353,6 @@ def _entry(path: Path | None, default: bool) -> dict:
         "channels": list(model.channels),
         "sha256": model.sha256[:12],
         "default": default,
+        "kind": "facemap" if model.student is None else "student",
+        **({"teacher_sha256": model.teacher["sha256"]} if model.teacher else {}),
     }

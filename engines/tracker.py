@@ -75,6 +75,8 @@ class Tracker:
             "sha256": identity["sha256"],
             "channels": identity["channels"],
             "trained": identity["trained"],
+            "kind": identity["kind"],
+            "teacher": identity.get("teacher"),
             "bbox": None if self.bbox is None else list(self.bbox),
             "calibration": self.calibration,
             "input_size": [INPUT_SIZE, INPUT_SIZE],

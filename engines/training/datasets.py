@@ -320,13 +320,14 @@ def network_input(frame: np.ndarray) -> tuple[np.ndarray, Geometry]:
 
 
 def make_sample(
-    frame: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator, strength: float
+    frame: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator, strength: float, rig_strength: float | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One augmented training sample: input (256, 256), cells (15, 2) [row, col], visible (15,).
 
-    The frame is first made to look as another rig would have seen it (``rig_augment``), then
-    given Facemap's own zoom, rotation, shift and contrast jitter."""
-    frame, keypoints = rig_augment.augment(frame, keypoints, rng, strength)
+    The frame is first made to look as another rig would have seen it (``rig_augment`` at
+    ``rig_strength``, which defaults to ``strength``; 0 skips it), then given Facemap's own zoom,
+    rotation, shift and contrast jitter at ``strength``."""
+    frame, keypoints = rig_augment.augment(frame, keypoints, rng, strength if rig_strength is None else rig_strength)
     visible = keypoints[:, 2] > 0
     xy = keypoints[:, :2].astype(np.float64)
     if strength > 0:
@@ -365,11 +366,13 @@ class TrainingSet:
     (seed, s, j). Nothing else is random, so ``batch(s)`` is a pure function of ``s``.
     """
 
-    def __init__(self, sources: Sequence[LabelledFrames], batch_size: int, seed: int, strength: float) -> None:
+    def __init__(self, sources: Sequence[LabelledFrames], batch_size: int, seed: int, strength: float,
+                 rig_strength: float | None = None) -> None:
         self.sources = list(sources)
         self.batch_size = batch_size
         self.seed = seed
         self.strength = strength
+        self.rig_strength = rig_strength
         self._starts = np.cumsum([0] + [len(s) for s in self.sources])
         self._epoch = -1
         self._order = np.empty(0, np.int64)
@@ -382,7 +385,7 @@ class TrainingSet:
         for j in range(self.batch_size):
             source, index = self._locate(self._index(step * self.batch_size + j))
             rng = np.random.default_rng([self.seed, step, j])
-            image, c, v = make_sample(source.frame(index), source.keypoints[index], rng, self.strength)
+            image, c, v = make_sample(source.frame(index), source.keypoints[index], rng, self.strength, self.rig_strength)
             images.append(image)
             cells.append(c)
             visible.append(v)

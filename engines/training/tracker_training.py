@@ -220,12 +220,16 @@ class TrainResult:
         return self.step >= self.total_steps
 
 
-class Trainer:
-    """One training run; make it with ``Trainer.start`` or ``Trainer.resume``, then ``run``."""
+class TrainingLoop:
+    """A resumable optimizer loop: Adam, the lr schedule, gradient clipping, a progress bar and
+    atomic checkpoints. A kind of run supplies ``loss(step)``, its ``description`` and
+    ``save_model(state)`` (the model files written beside each checkpoint); its settings need
+    lr, steps, schedule, threads, checkpoint_every and precision."""
 
-    def __init__(self, config: TrainConfig, data: TrainingSet, net: FMnet, checkpoint: dict | None) -> None:
+    description = "training"
+
+    def __init__(self, config, net: torch.nn.Module, checkpoint: dict | None) -> None:
         self.config = config
-        self.data = data
         self.out = Path(config.out)
         torch.set_num_threads(config.threads)
         self.net = net.train().to(memory_format=torch.channels_last)
@@ -237,6 +241,70 @@ class Trainer:
             self.step = int(checkpoint["step"])
             self.losses = [float(v) for v in checkpoint["losses"]]
             torch.set_rng_state(checkpoint["torch_rng"])
+
+    def loss(self, step: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def save_model(self, state: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def train_step(self) -> float:
+        """One optimizer step on batch ``self.step``; its loss."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, self.step)
+        loss = self.loss(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), GRAD_CLIP)
+        self.optimizer.step()
+        self.step += 1
+        value = float(loss.detach())
+        self.losses.append(value)
+        return value
+
+    def run(self, should_stop: Callable[[], bool] = lambda: False, progress: bool = False) -> TrainResult:
+        """Train to the configured step count or until ``should_stop()``; save; report."""
+        total = int(self.config.steps)
+        started, first = time.perf_counter(), self.step
+        with tqdm(total=total, initial=self.step, desc=self.description, unit="step", disable=not progress) as bar:
+            while self.step < total and not should_stop():
+                self.train_step()
+                recent = self.losses[-50:]
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}", lr=f"{learning_rate(self.config, self.step - 1):.1e}")
+                bar.update(1)
+                if self.step % self.config.checkpoint_every == 0 and self.step < total:
+                    self.save()
+        self.save()
+        done = self.step - first
+        return TrainResult(self.out, self.step, total, self.losses, (time.perf_counter() - started) / max(done, 1))
+
+    def save(self) -> None:
+        """The checkpoint and the model files at the current step, each written atomically."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().clone() for k, v in self.net.state_dict().items()}
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT,
+            "model": state,
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "losses": list(self.losses),
+            "torch_rng": torch.get_rng_state(),
+            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()},
+        }
+        atomic_save(checkpoint, self.out / CHECKPOINT_NAME)
+        self.save_model(state)
+
+    def autocast(self):
+        """bfloat16 autocast where the run's precision says so."""
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
+
+
+class Trainer(TrainingLoop):
+    """One training run of Facemap's network; make it with ``Trainer.start`` or ``Trainer.resume``, then ``run``."""
+
+    def __init__(self, config: TrainConfig, data: TrainingSet, net: FMnet, checkpoint: dict | None) -> None:
+        super().__init__(config, net, checkpoint)
+        self.data = data
         self._raw: dict[str, torch.Tensor] = {}
         self.net.Conv2_1x1.conv0.register_forward_hook(lambda _m, _i, out: self._raw.__setitem__("heatmap", out))
 
@@ -262,7 +330,7 @@ class Trainer:
     def resume(cls, out: str | Path, progress: bool = False) -> Trainer:
         """The run whose checkpoint is in ``out``, at the step it was saved, with its own settings."""
         path = Path(out).expanduser() / CHECKPOINT_NAME
-        checkpoint = _load_checkpoint(path)
+        checkpoint = load_checkpoint(path)
         config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in checkpoint["config"].items()})
         config = replace(config, out=str(path.parent.resolve()))
         net = FMnet(config.channels, output_ch=N_KEYPOINTS)
@@ -270,45 +338,16 @@ class Trainer:
         sources = _sources(config, progress)
         return cls(config, TrainingSet(sources, config.batch, config.seed, config.augment), net, checkpoint)
 
-    def train_step(self) -> float:
-        """One optimizer step on batch ``self.step``; its loss."""
-        batch = self.data.batch(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.config, self.step)
+    def loss(self, step: int) -> torch.Tensor:
+        batch = self.data.batch(step)
         images = batch.images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
+        with self.autocast():
             outputs = self.net(images)
         outputs = tuple(o.float() for o in outputs)
-        loss = tracker_loss(outputs, self._raw["heatmap"].float(), batch.cells, batch.visible, self.config.presence_weight)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.net.parameters(), GRAD_CLIP)
-        self.optimizer.step()
-        self.step += 1
-        value = float(loss.detach())
-        self.losses.append(value)
-        return value
+        return tracker_loss(outputs, self._raw["heatmap"].float(), batch.cells, batch.visible, self.config.presence_weight)
 
-    def run(self, should_stop: Callable[[], bool] = lambda: False, progress: bool = False) -> TrainResult:
-        """Train to the configured step count or until ``should_stop()``; save; report."""
-        total = int(self.config.steps)
-        started, first = time.perf_counter(), self.step
-        with tqdm(total=total, initial=self.step, desc="training", unit="step", disable=not progress) as bar:
-            while self.step < total and not should_stop():
-                self.train_step()
-                recent = self.losses[-50:]
-                bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}", lr=f"{learning_rate(self.config, self.step - 1):.1e}")
-                bar.update(1)
-                if self.step % self.config.checkpoint_every == 0 and self.step < total:
-                    self.save()
-        self.save()
-        done = self.step - first
-        return TrainResult(self.out, self.step, total, self.losses, (time.perf_counter() - started) / max(done, 1))
-
-    def save(self) -> None:
-        """The checkpoint and the model files at the current step, each written atomically."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().clone() for k, v in self.net.state_dict().items()}
+    def save_model(self, state: dict[str, torch.Tensor]) -> None:
+        """Facemap's two model files."""
         recent = self.losses[-100:]
         params = {
             "params": {"channels": list(self.config.channels)},
@@ -324,18 +363,8 @@ class Trainer:
                 "loss": sum(recent) / len(recent) if recent else None,
             },
         }
-        checkpoint = {
-            "format": CHECKPOINT_FORMAT,
-            "model": state,
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "losses": list(self.losses),
-            "torch_rng": torch.get_rng_state(),
-            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()},
-        }
-        _atomic_save(checkpoint, self.out / CHECKPOINT_NAME)
-        _atomic_save(params, self.out / PARAMS_NAME)
-        _atomic_save(state, self.out / STATE_NAME)
+        atomic_save(params, self.out / PARAMS_NAME)
+        atomic_save(state, self.out / STATE_NAME)
 
 
 def _sources(config: TrainConfig, progress: bool) -> list[LabelledFrames]:
@@ -353,7 +382,7 @@ def _sources(config: TrainConfig, progress: bool) -> list[LabelledFrames]:
     return sources
 
 
-def _load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise TrainingError(f"{path}: no training checkpoint to resume")
     try:
@@ -365,7 +394,7 @@ def _load_checkpoint(path: Path) -> dict:
     return checkpoint
 
 
-def _atomic_save(obj: object, path: Path) -> None:
+def atomic_save(obj: object, path: Path) -> None:
     """torch.save to a temporary file beside ``path``, flushed to disk, then renamed over it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:

@@ -13,7 +13,8 @@ import click
 from facestream.streamer.config import ConfigError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
-MODEL_HELP = ("Facemap model state file (*.pt) or folder, or facemap (Facemap's base model, downloaded on first use); "
+MODEL_HELP = ("Facemap model state file (*.pt) or folder, facemap (Facemap's base model, downloaded on first use), "
+              "a student file (*.npz, from facestream distill) or student (the bundled student); "
               "default: the bundled model.")
 
 

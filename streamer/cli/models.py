@@ -170,6 +170,82 @@ def train_tracker(out, resume, quiet, **settings) -> None:
     guarded(body)
 
 
+@click.command("distill")
+@click.argument("videos", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for student.npz, the checkpoint and distill_report.json (default ./student).")
+@click.option("--teacher", help="The model to distil: default (the bundled model), facemap (Facemap's base model) or a Facemap model file or folder (default: default).")
+@click.option("--widths", help="The student's four widths, e.g. 16,32,64,128 (the default).")
+@click.option("--separable", is_flag=True, default=None, help="Depthwise separable blocks (fewer FLOPs; slower than full 3x3 under int8 in ONNX Runtime).")
+@click.option("--full-res", type=click.IntRange(0, 1), help="Blocks at 128x128 after the stem (default 0).")
+@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps (default 2400).")
+@click.option("--batch", type=click.IntRange(min=1), help="Frames per step (default 16).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (default 2e-3, cosine schedule).")
+@click.option("--seed", type=click.IntRange(min=0), help="Seed of the initial weights, frame order and augmentation (default 0).")
+@click.option("--augment", type=click.FloatRange(0, 3), help="Facemap's zoom, rotation, shift and contrast jitter, 0 = none (default 1).")
+@click.option("--rig-augment", type=click.FloatRange(0, 3), help="Rig randomisation (mirroring, camera angle, light, props, sensor), 0 = none (the default: the student serves this rig).")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Frames read per video, spread evenly (default 1000).")
+@click.option("--holdout", type=float, help="Final fraction of each video kept for evaluation (default 0.2).")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), help="Steps between checkpoints (default 200).")
+@click.option("--threads", type=click.IntRange(min=0), help="Torch threads (default: torch's).")
+@click.option("--eval-video", "eval_videos", multiple=True, type=click.Path(dir_okay=False), help="Also compare student and teacher on this video (never trained on); repeat for more.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint, with its own settings.")
+@click.option("--json", "as_json", is_flag=True, help="Print the evaluation as one JSON object.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def distill(videos, out, resume, eval_videos, as_json, quiet, **settings) -> None:
+    """Train a small student network to give a teacher model's keypoints on your own VIDEOS.
+
+    The teacher labels augmented frames of the videos (no human labels); the last --holdout of
+    each video is never trained on. Writes student.npz (for --model), a resumable checkpoint and
+    distill_report.json (distance from the teacher, likelihood agreement, GFLOP, speed) into --out.
+    Ctrl-C saves and stops; --resume goes on.
+    """
+
+    def body() -> None:
+        import shlex
+
+        from facestream.engines.training.distill import DistillConfig, Distiller, report_lines
+
+        if resume:
+            ctx = click.get_current_context()
+            given = [f"--{name.replace('_', '-')}" for name in (*settings, "videos")
+                     if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+            if given:
+                raise ConfigError(f"--resume continues the run with its own settings; drop {', '.join(given)}")
+            run = Distiller.resume(out or DistillConfig.out)
+        else:
+            chosen = {k: v for k, v in settings.items() if v is not None}
+            if "widths" in chosen:
+                chosen["widths"] = _widths(chosen["widths"])
+            config = DistillConfig(out=out or DistillConfig.out, videos=tuple(videos),
+                                   command=shlex.join(["facestream", *sys.argv[1:]]), **chosen)
+            run = Distiller.start(config, progress=not quiet)
+        cfg = run.config
+        say(f"distilling {run.teacher.name} into a {'-'.join(map(str, cfg.widths))} student: step {run.step} of {cfg.steps}, "
+            f"batch {cfg.batch}, {len(run.data)} training frames, {sum(len(f) for f in run.held_out)} held out, "
+            f"{cfg.precision}, {cfg.threads} threads (Ctrl-C saves and stops)")
+        result = run.run(should_stop=StopFlag(), progress=not quiet)
+        if not result.complete:
+            fail(f"stopped at step {result.step}; `facestream distill --resume --out {shlex.quote(str(result.out))}` goes on", 130)
+        report = run.evaluate(tuple(eval_videos))
+        for line in report_lines(report):
+            say(line)
+        say(f"student -> {result.out / 'student.npz'} (--model {shlex.quote(str(result.out / 'student.npz'))})")
+        if as_json:
+            click.echo(json.dumps(report))
+
+    guarded(body)
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        widths = ()
+    if len(widths) != 4 or min(widths) < 1:
+        raise ConfigError(f"--widths must be 4 positive integers separated by commas, got {text!r}")
+    return widths
+
+
 @click.command("eval")
 @click.option("--frames", type=click.IntRange(min=1), default=300, show_default=True, help="Held-out synthetic frames to track (without --labels).")
 @click.option("--labels", help="Score on labelled real frames instead: Facemap's *_Facemap_refined_data.npy, or a folder of png/jpg images with labels.csv (image,bodypart,x,y; x = column, y = row; a bodypart with no row is not in view).")
@@ -211,7 +287,8 @@ def eval_command(frames, labels, model, engine, threads, as_json, quiet) -> None
 
 @click.command("train-encoder")
 @click.argument("session_dir", required=False, type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Encoder file to write (.npz), for `facestream run --encoder`.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Encoder file to write (.npz), for `facestream run --encoder`; required with --inputs keypoints, refused otherwise.")
+@click.option("--inputs", default="keypoints", show_default=True, help="What the models take, comma-separated: keypoints, motion_svd (the keypoints file's /facestream/motion_svd). Anything but keypoints alone is scored only, never saved: the streaming encoder takes keypoints.")
 @click.option("--keypoints", type=click.Path(dir_okay=False), help="Keypoints in Facemap's layout (*_FacemapPose.h5); default: the one in SESSION_DIR.")
 @click.option("--neural", type=click.Path(dir_okay=False), help="Neural activity, neurons x samples (.npy); default: SESSION_DIR/neural.npy.")
 @click.option("--neural-times", type=click.Path(dir_okay=False), help="The neural samples' times in ns on the frames' clock (.npy); default: SESSION_DIR/neural_t_ns.npy if there, else spread evenly over the frames.")
@@ -230,7 +307,7 @@ def eval_command(frames, labels, model, engine, threads, as_json, quiet) -> None
 @click.option("--facemap", is_flag=True, help="Also train Facemap 1.0.8's own network on the same split, in Facemap's interpreter (FACEMAP_PYTHON), and score it the same way.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_encoder(session_dir, out, keypoints, neural, neural_times, frame_times, fps, output, pcs, lookahead,
+def train_encoder(session_dir, out, inputs, keypoints, neural, neural_times, frame_times, fps, output, pcs, lookahead,
                   epochs, patience, lr, seed, threads, model_choice, shuffled_control, facemap, as_json, quiet) -> None:
     """Train causal keypoints-to-neural models on a paired recording (a ridge model, Facemap's
     network made causal, and the two summed), score them on the recorded neural samples of
@@ -256,10 +333,16 @@ def train_encoder(session_dir, out, keypoints, neural, neural_times, frame_times
             if path is None:
                 where = f"{session_dir} has none" if session_dir else "no SESSION_DIR"
                 raise EncoderTrainingError(f"no {what} file: {where}; name one with --{what}")
-        target = Path(out)
-        if not target.parent.is_dir():
+        names = tuple(n.strip() for n in inputs.split(","))
+        if names == ("keypoints",) and not out:
+            raise EncoderTrainingError("--out is required: the encoder file to write")
+        if names != ("keypoints",) and out:
+            raise EncoderTrainingError(f"--out: models on {inputs} are scored only and never saved (the streaming "
+                                       "encoder takes keypoints alone); drop --out")
+        target = Path(out or ".")
+        if out and not target.parent.is_dir():
             raise EncoderTrainingError(f"--out {target}: folder {target.parent} does not exist")
-        if target.is_dir():
+        if out and target.is_dir():
             raise EncoderTrainingError(f"--out {target} is a folder")
         python = None
         if facemap:
@@ -270,15 +353,17 @@ def train_encoder(session_dir, out, keypoints, neural, neural_times, frame_times
                 raise EncoderTrainingError("--facemap: Facemap not found (set FACEMAP_PYTHON to an interpreter that has it)")
         settings = TrainSettings(
             n_pcs=pcs, output=output, lookahead_frames=lookahead, epochs=epochs, patience=patience, lr=lr, seed=seed,
-            threads=threads, model=model_choice, shuffled_control=shuffled_control, facemap_python=python,
+            threads=threads, model=model_choice, shuffled_control=shuffled_control, facemap_python=python, inputs=names,
         )
         recording = load_recording(
-            files["keypoints"], files["neural"], neural_times or found.get("neural_times"), frame_times, fps)
+            files["keypoints"], files["neural"], neural_times or found.get("neural_times"), frame_times, fps,
+            motion_svd="motion_svd" in names)
         result = train_encoders(recording, settings, progress=not quiet)
-        result.save(target)
-        say(f"{result.line()} -> {target}")
+        if out:
+            result.save(target)
+        say(result.line() + (f" -> {target}" if out else ""))
         if as_json:
-            click.echo(json.dumps({**result.summary, "out": str(target)}))
+            click.echo(json.dumps({**result.summary, "out": str(target) if out else None}))
 
     guarded(body)
 
@@ -305,4 +390,4 @@ def predict_neural_command(encoder, keypoints, out, neurons, quiet) -> None:
     guarded(body)
 
 
-COMMANDS = (fetch_models, models, export, train_tracker, eval_command, train_encoder, predict_neural_command)
+COMMANDS = (fetch_models, models, export, train_tracker, distill, eval_command, train_encoder, predict_neural_command)
