@@ -19,6 +19,7 @@ got no new frame for ``stall_after`` seconds; ``behind`` is the pipeline: over t
 """
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -79,9 +80,10 @@ def per_camera_path(path: str, name: str, several: bool) -> str:
 
 class CameraStream:
     def __init__(self, ctx, name: str, spec: str, options: CameraOptions, encoder: StreamingEncoder, predict_ns: int,
-                 publisher: Publisher, previews: Previews, hook: HookRunner | None,
+                 publisher: Publisher, previews: Previews, hook: HookRunner | None, priority: int = 0,
                  pupil: PupilFinder | None = None):
         self.name = name
+        self.priority = priority  # the capture process's nice value
         self.spec = spec
         self.encoder = encoder
         self.predict_ns = predict_ns
@@ -118,6 +120,14 @@ class CameraStream:
     def wait_opened(self) -> tuple[int, int]:
         """Start capture and wait for the camera to open; its frame shape."""
         self.proc.start()
+        if self.priority:
+            try:
+                os.setpriority(os.PRIO_PROCESS, self.proc.pid, self.priority)
+            except PermissionError:
+                raise CaptureError(
+                    f"camera.priority {self.priority}: not permitted here (a nice value below 0 needs root, the CAP_SYS_NICE "
+                    f"capability, or a nice limit for this user in /etc/security/limits.conf); set it to 0 or grant one"
+                ) from None
         deadline = time.monotonic() + _OPEN_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._conn.poll(0.1):

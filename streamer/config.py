@@ -68,6 +68,7 @@ class CameraSettings:
     names: tuple[str, ...] = setting(lambda v: all(n and "/" not in n for n in v), "a list of non-empty names without '/'")
     sync_ms: float = setting(lambda v: 0 <= v <= 1000, "0..1000 milliseconds")
     stall_after: float = setting(lambda v: 0.05 <= v <= 3600, "0.05..3600 seconds")
+    priority: int = setting(lambda v: -20 <= v <= 19, "-20..19 (a nice value)")
     width: int = setting(lambda v: 16 <= v <= 8192, "16..8192")
     height: int = setting(lambda v: 16 <= v <= 8192, "16..8192")
     fps: float = setting(lambda v: 0 <= v <= 10000, "0..10000")

@@ -213,7 +213,7 @@ class Pipeline:
         for i, (spec, name, encoder) in enumerate(zip(self.specs, self.names, self.encoders)):
             previews = Previews(publisher, m.preview_fps, m.preview_width)
             self.streams.append(CameraStream(ctx, name, spec, cfg.camera.options(i, cfg.pylon), encoder, self.predict_ns,
-                                             publisher, previews, self.hook,
+                                             publisher, previews, self.hook, cfg.camera.priority,
                                              pupil=self._pupil_finder()))
         failed = False
         video_error = None

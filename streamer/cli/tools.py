@@ -28,7 +28,8 @@ from facestream.streamer.config import load_config
 @click.option("--interval", type=click.FloatRange(min=1), default=60.0, show_default=True, help="Seconds per row of over_time (latency percentiles and memory).")
 @click.option("--browser", metavar="PATH", help="Also run the monitor, its page open in this browser (headless, e.g. /usr/bin/chromium) for the whole run; CPU per process then shows 'monitor' and 'browser'.")
 @click.option("--alternate", type=click.FloatRange(min=1), metavar="SECONDS", help="With --browser: close and open the page in turn, measuring SECONDS in each state, and compare frames/s with and without it (the JSON's monitor.page_cost).")
-def bench(config_path, frames, fps, loop, cameras, json_path, plot_path, facemap, soak, interval, browser, alternate, **flags) -> None:
+@click.option("--competing", type=click.IntRange(min=0, max=64), default=0, show_default=True, help="Busy processes (one core's work each) beside the pipeline for the whole run: a rig PC running other software.")
+def bench(config_path, frames, fps, loop, cameras, json_path, plot_path, facemap, soak, interval, browser, alternate, competing, **flags) -> None:
     """Measure the real pipeline: frames/s, capture-to-subscriber latency, stages, drops, CPU."""
 
     def body() -> None:
@@ -50,7 +51,7 @@ def bench(config_path, frames, fps, loop, cameras, json_path, plot_path, facemap
         status = StatusLine()
         try:
             result, latencies = run_bench(cfg, on_status=status, should_stop=StopFlag(), facemap=facemap, interval_s=interval,
-                                          browser=browser, alternate_s=alternate)
+                                          browser=browser, alternate_s=alternate, competing=competing)
         finally:
             status.end()
         click.echo(summary_text(result))

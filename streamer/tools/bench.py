@@ -270,6 +270,38 @@ def _page_cost(windows: list[Window], rows: list) -> dict:
     }
 
 
+def _busy(stop) -> None:
+    """A competing CPU load: one core's worth of work, as stimulus or acquisition software on a
+    rig would take, until ``stop`` is set."""
+    x = 0
+    while not stop.is_set():
+        for _ in range(100_000):
+            x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+
+
+class _Competing:
+    """``n`` busy processes at normal priority for the whole run (started before the pipeline,
+    so its start-up is measured under the load too)."""
+
+    def __init__(self, ctx, n: int) -> None:
+        self._stop = ctx.Event()
+        self.procs = [ctx.Process(target=_busy, args=(self._stop,), daemon=True, name=f"facestream-bench-busy-{i}")
+                      for i in range(n)]
+        for p in self.procs:
+            p.start()
+
+    @property
+    def pids(self) -> set[int]:
+        return {p.pid for p in self.procs}
+
+    def close(self) -> None:
+        self._stop.set()
+        for p in self.procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+
+
 def _subscribe(endpoint: str, conn) -> None:
     """Collect, per frame message: seq, capture-to-receipt and publish-to-receipt ms, receipt time;
     until the final meta (or, once messages flow, ``_QUIET_S`` of silence), then send them back."""
@@ -313,10 +345,12 @@ def machine() -> str:
 class _ProcessSampler(threading.Thread):
     """Every second: CPU seconds and memory of this process and its children, by role."""
 
-    def __init__(self, pipeline: Pipeline, subscriber_pid: int, browser: _Browser | None = None) -> None:
+    def __init__(self, pipeline: Pipeline, subscriber_pid: int, browser: _Browser | None = None,
+                 competing: set[int] = frozenset()) -> None:
         super().__init__(daemon=True, name="bench-sampler")
-        self.pipeline, self.subscriber_pid, self.browser = pipeline, subscriber_pid, browser
+        self.pipeline, self.subscriber_pid, self.browser, self.competing = pipeline, subscriber_pid, browser, competing
         self.samples: list[tuple[float, int]] = []  # (t, rss bytes of the run's processes: not the subscriber or browser)
+        self._machine: list[float] = []  # the whole machine's busy CPU seconds at each sample
         self._cpu: dict[int, list] = {}  # pid -> [role, CPU s when first seen, CPU s when last seen]
         self._done = threading.Event()
         self._procs: dict[int, psutil.Process] = {}
@@ -327,6 +361,8 @@ class _ProcessSampler(threading.Thread):
             return "tracker"
         if pid == self.subscriber_pid:
             return "subscriber"
+        if pid in self.competing:
+            return "competing"
         if pid == self.pipeline.processes.get("monitor"):
             return "monitor"
         if self.browser is not None and self.browser.owns(proc):
@@ -342,13 +378,15 @@ class _ProcessSampler(threading.Thread):
             try:
                 times = proc.cpu_times()
                 role = self._cpu[proc.pid][0] if proc.pid in self._cpu else self._role(proc)
-                if role not in ("subscriber", "browser"):
+                if role not in ("subscriber", "browser", "competing"):
                     rss += proc.memory_info().rss
             except psutil.Error:
                 continue
             seen = self._cpu.setdefault(proc.pid, [role, times.user + times.system, 0.0])
             seen[2] = times.user + times.system  # a process that ends keeps its last reading
         self.samples.append((time.monotonic(), rss))
+        t = psutil.cpu_times()
+        self._machine.append(t.user + t.nice + t.system + t.irq + t.softirq)
 
     def run(self) -> None:
         while self.pipeline.status != "running" and not self._done.is_set():
@@ -370,7 +408,10 @@ class _ProcessSampler(threading.Thread):
         used: dict[str, float] = {}
         for role, first, last in self._cpu.values():
             used[role] = used.get(role, 0.0) + last - first
-        return {role: round(100 * s / seconds, 1) for role, s in sorted(used.items())}
+        shares = {role: round(100 * s / seconds, 1) for role, s in sorted(used.items())}
+        # what the rest of the machine used meanwhile (other programs): all CPU time less this run's
+        shares["not this run"] = round(max(100 * (self._machine[-1] - self._machine[0]) / seconds - sum(shares.values()), 0.0), 1)
+        return shares
 
 
 def _over_time(rows: list, samples: list, t_start: float, interval_s: float) -> list[dict]:
@@ -390,12 +431,13 @@ def _over_time(rows: list, samples: list, t_start: float, interval_s: float) -> 
 
 def run_bench(cfg: Settings, on_status=None, should_stop=lambda: False, facemap: bool = True,
               interval_s: float = 60.0, browser: str | None = None,
-              alternate_s: float | None = None) -> tuple[dict, list[float]]:
+              alternate_s: float | None = None, competing: int = 0) -> tuple[dict, list[float]]:
     """Run the pipeline under ``cfg`` (publish endpoint and subscriber wait set here) and measure it:
     the results (``over_time`` in rows of ``interval_s``), and every frame's capture-to-subscriber
     latency in ms. With ``browser`` (a program such as /usr/bin/chromium), the monitor's page is
     open in it from the first frame to the last; with ``alternate_s`` as well, closed and open in
-    turn, and the JSON's ``monitor.page_cost`` compares frames/s in the two."""
+    turn, and the JSON's ``monitor.page_cost`` compares frames/s in the two. ``competing``: that
+    many busy processes share the machine for the whole run (a busy rig PC)."""
     program = _Browser(browser) if browser else None
     # the page's monitor subscribes too, once the page is open (not waited for when it comes and goes)
     waits = 2 if program is not None and alternate_s is None else 1
@@ -408,11 +450,16 @@ def run_bench(cfg: Settings, on_status=None, should_stop=lambda: False, facemap:
     sub = ctx.Process(target=_subscribe, args=(cfg.stream.publish, child), daemon=True, name="facestream-bench-subscriber")
     sub.start()
     conn.poll(30) and conn.recv()
+    load = _Competing(ctx, competing)
     t_construct_ns = time.monotonic_ns()  # the clock of the subscriber's receipt times
-    pipeline = Pipeline(cfg, on_status=on_status)
+    try:
+        pipeline = Pipeline(cfg, on_status=on_status)
+    except BaseException:
+        load.close()
+        raise
     load_s = (time.monotonic_ns() - t_construct_ns) / 1e9
     page = None if program is None else _Page(program, port, pipeline, alternate_s)
-    sampler = _ProcessSampler(pipeline, sub.pid, program)
+    sampler = _ProcessSampler(pipeline, sub.pid, program, load.pids)
     sampler.start()
     t_start = time.monotonic()
     trouble = None
@@ -429,6 +476,7 @@ def run_bench(cfg: Settings, on_status=None, should_stop=lambda: False, facemap:
         pipeline.run(stop)
     finally:
         sampler.stop()
+        load.close()
         if page is not None:
             page.close()
     if trouble is not None:
@@ -450,6 +498,7 @@ def run_bench(cfg: Settings, on_status=None, should_stop=lambda: False, facemap:
         "policy": cfg.stream.policy,
         "camera_fps": cfg.camera.fps,
         "cameras": len(cfg.camera.spec),
+        "competing": competing,
         "frames_per_batch": summary["frames_per_batch"],
         "frames": summary["frames"],
         "seconds": summary["seconds"],
@@ -509,7 +558,8 @@ def summary_text(r: dict) -> str:
     d = r["dropped"]
     lines = [
         f"{r['engine']} ({r['runtime']}, {r['threads']} threads; {r['engine_reason']})",
-        f"  {r['fps']:.1f} frames/s over {r['frames']} frames, camera {r['camera_fps']:g} fps, policy {r['policy']}",
+        f"  {r['fps']:.1f} frames/s over {r['frames']} frames, camera {r['camera_fps']:g} fps, policy {r['policy']}"
+        + (f", beside {r['competing']} busy processes" if r["competing"] else ""),
         f"  capture -> subscriber  {fmt(r['latency_ms'])}",
         f"  pipeline overhead (all but the tracker)  mean {r['overhead_ms']['mean']} ms, p99 {r['overhead_ms']['p99']} ms; publish -> subscriber p99 {r['transport_ms']['p99']} ms",
         f"  stages mean/p99 ms: {stages}",
