@@ -147,6 +147,21 @@ def test_distill_on_a_simulated_video_then_resume(tmp_path, video):
     assert refused.exit_code != 0 and "drop --steps" in refused.output
 
 
+def test_distill_can_start_from_a_student_of_the_same_teacher(tmp_path, video):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert CliRunner().invoke(main, ["distill", str(video), "--out", str(first), "--steps", "1", *TINY]).exit_code == 0
+    args = ["distill", str(video), "--from", str(first / STUDENT_NAME), "--widths", "8,8,8,8", "--steps", "1"]
+    result = CliRunner().invoke(main, [*args[:1], *TINY, *args[1:], "--out", str(second)])
+    assert result.exit_code == 0, result.output
+    assert load_model(second / STUDENT_NAME).student.widths == (4, 4, 8, 8)  # the starting student's shape
+    other_teacher = tmp_path / "other.npz"
+    net = StudentNet(StudentArch((4, 4, 8, 8)))
+    save_student(other_teacher, net.eval(), {"name": "x", "teacher": {"name": "t", "sha256": "cd" * 32}, "training": {}})
+    for start, message in [(other_teacher, "distilled from another teacher"), (video, "--from:")]:
+        refused = CliRunner().invoke(main, [*args[:1], *TINY, str(video), "--from", str(start), "--out", str(tmp_path / "no")])
+        assert refused.exit_code != 0 and message in refused.output, refused.output
+
+
 @pytest.mark.skipif(not REAL_FRAME.is_file(), reason="the real rig frame is not at hand")
 def test_distill_on_a_video_made_of_a_real_rig_frame(tmp_path):
     """A short video of a real infrared rig frame, moved a few pixels each frame as a camera shakes."""

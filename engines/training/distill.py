@@ -59,8 +59,10 @@ OFFSET_WEIGHT = 20.0
 class DistillConfig:
     """A distillation run's settings.
 
-    teacher: "default" (the bundled model), "facemap" or a Facemap model path. videos: the
-    rig's video files. widths, separable, full_res: the student's shape (``StudentArch``).
+    teacher: "default" (the bundled model), "facemap" or a Facemap model path. init: a student
+    file (or "student", the bundled one) to start from, whose shape then replaces widths,
+    separable and full_res; None starts from random weights. videos: the rig's video files.
+    widths, separable, full_res: the student's shape (``StudentArch``).
     max_frames: frames read per video, spread evenly over it (memory: 300 KB per 640x480 frame).
     holdout: the final fraction of each video kept for evaluation. augment: strength of
     Facemap's jitter, rig_augment: of the rig randomisation, as in tracker training (0 = none). threads: torch threads (0 = torch's default).
@@ -68,6 +70,7 @@ class DistillConfig:
 
     out: str = "student"
     teacher: str = "default"
+    init: str | None = None
     videos: tuple[str, ...] = ()
     widths: tuple[int, ...] = (16, 32, 64, 128)
     separable: bool = False
@@ -199,15 +202,20 @@ class Distiller(TrainingLoop):
             if (out / name).exists():
                 raise TrainingError(f"{out / name} exists: --resume continues that run, or choose another --out")
         teacher = _teacher(config.teacher)
+        start = _start(config.init, teacher)
+        if start is not None:
+            config = replace(config, widths=start.student.widths, separable=start.student.separable,
+                             full_res=start.student.full_res)
         train, held_out = _frames(config)
         torch.manual_seed(config.seed)
+        net = StudentNet(config.arch) if start is None else start.build()
         config = replace(
             config, out=str(out.resolve()), widths=tuple(config.widths),
             videos=tuple(str(Path(v).expanduser().resolve()) for v in config.videos),
             precision=config.precision if config.precision != "auto" else ("bf16" if _native_bf16() else "fp32"),
             threads=config.threads or torch.get_num_threads(), name=config.name or out.resolve().name,
         )
-        return cls(config, teacher, train, held_out, StudentNet(config.arch), None)
+        return cls(config, teacher, train, held_out, net, None)
 
     @classmethod
     def resume(cls, out: str | Path) -> Distiller:
@@ -282,6 +290,22 @@ def _teacher(name: str) -> TrackerModel:
         raise TrainingError(f"teacher: {exc}") from None
     if model.student is not None:
         raise TrainingError(f"teacher: {model.state_path} is a student; distil from a Facemap model")
+    return model
+
+
+def _start(init: str | None, teacher: TrackerModel) -> TrackerModel | None:
+    """The student a run starts from, which must have been distilled from the same teacher."""
+    if init is None:
+        return None
+    try:
+        model = load_model(init)
+    except ModelFileError as exc:
+        raise TrainingError(f"--from: {exc}") from None
+    if model.student is None:
+        raise TrainingError(f"--from: {model.state_path} is not a student file")
+    if model.teacher["sha256"] != teacher.sha256:
+        raise TrainingError(f"--from: {model.state_path} was distilled from another teacher "
+                            f"(sha256 {model.teacher['sha256'][:12]}, not {teacher.sha256[:12]})")
     return model
 
 

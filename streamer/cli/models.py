@@ -174,6 +174,7 @@ def train_tracker(out, resume, quiet, **settings) -> None:
 @click.argument("videos", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for student.npz, the checkpoint and distill_report.json (default ./student).")
 @click.option("--teacher", help="The model to distil: default (the bundled model), facemap (Facemap's base model) or a Facemap model file or folder (default: default).")
+@click.option("--from", "init", help="Start from this student (a student file, or student: the bundled one), distilled from the same teacher; its shape replaces --widths.")
 @click.option("--widths", help="The student's four widths, e.g. 16,32,64,128 (the default).")
 @click.option("--separable", is_flag=True, default=None, help="Depthwise separable blocks (fewer FLOPs; slower than full 3x3 under int8 in ONNX Runtime).")
 @click.option("--full-res", type=click.IntRange(0, 1), help="Blocks at 128x128 after the stem (default 0).")
