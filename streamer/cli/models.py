@@ -49,6 +49,9 @@ def models(as_json) -> None:
                 click.echo(f"{mark} {entry['state']}: {entry['error']}")
             else:
                 state = "trained" if entry["trained"] else "untrained"
+                if entry["kind"] == "student":
+                    click.echo(f"{mark} {entry['name']} (student of {entry['teacher_sha256'][:12]}, {entry['sha256']})  {entry['state']}")
+                    continue
                 click.echo(f"{mark} {entry['name']} ({state}, {entry['sha256']})  {entry['state']}  params {entry['params']}")
         click.echo("(* = the default)")
 
