@@ -118,7 +118,10 @@ class MotionSVD:
         self.n_components = n_components if components is None else components.components.shape[1]
         self.learn_ns = round(learn_seconds * 1e9)
         self.save_path = save
-        self.components = components
+        self.components: Components | None = None
+        self._projection: tuple[np.ndarray, np.ndarray] | None = None  # mean, components as rows (n, pixels)
+        if components is not None:
+            self._use(components)
         self.source = "file" if components is not None else "learned"
         self.error: str | None = None  # why learning failed (saving the file), one line
         self._previous: np.ndarray | None = None
@@ -139,9 +142,12 @@ class MotionSVD:
             self._t_first = t_ns
             return None
         motion = np.abs(binned - previous)
-        c = self.components
-        if c is not None:
-            return (motion - c.mean) @ c.components
+        projection = self._projection
+        if projection is not None:
+            mean, rows = projection
+            # einsum, not BLAS: OpenBLAS threads a product this size, and on a busy CPU its
+            # threads cost tens of milliseconds now and then; this is one thread, 0.2 ms
+            return np.einsum("ji,i->j", rows, motion - mean)
         if self._thread is None:
             self._learning.append(motion)
             enough = t_ns - self._t_first >= self.learn_ns and len(self._learning) > self.n_components
@@ -164,7 +170,11 @@ class MotionSVD:
                 learned.save(self.save_path)
             except OSError as e:
                 self.error = f"cannot save motion SVD components to {self.save_path}: {e.strerror or e}"
-        self.components = learned
+        self._use(learned)
+
+    def _use(self, components: Components) -> None:
+        self._projection = components.mean, np.ascontiguousarray(components.components.T)
+        self.components = components
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for components being learned; whether they are ready."""

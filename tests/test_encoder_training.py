@@ -315,3 +315,58 @@ def test_each_model_can_be_named_and_a_sum_refuses_a_look_ahead(recording, tmp_p
         assert json.loads(result.stdout)["model"] == model and load_encoder(out).model == model
     result = _invoke([str(folder), "--out", str(tmp_path / "x.npz"), "--model", "ridge+network", "--lookahead", "3"])
     assert result.exit_code != 0 and "has no look-ahead" in result.output
+
+
+def motion_driven_recording(frames: int = 800, fps: float = FPS, seed: int = 5) -> Recording:
+    """Keypoints that wander on their own and a population driven by a 6-column motion SVD alone."""
+    rng = np.random.default_rng(seed)
+    keypoints = np.ones((frames, N_KEYPOINTS, 3))
+    keypoints[:, :, :2] = 300 + np.cumsum(rng.normal(size=(frames, N_KEYPOINTS, 2)), axis=0)
+    kernel = np.exp(-0.5 * (np.arange(-20, 21) / 6.0) ** 2)
+    motion = np.stack([np.convolve(rng.normal(size=frames), kernel, mode="same") for _ in range(6)], axis=1)
+    times = neural_times((frames - 1) / fps, RATE, 0.25 / RATE)
+    at = np.minimum(np.searchsorted(np.arange(frames) / fps, times, side="right") - 1, frames - 1)
+    neural = rng.normal(size=(40, 6)) @ motion[at].T + 0.5 * rng.normal(size=(40, len(times)))
+    return Recording(keypoints, np.arange(frames) / fps, neural, times, motion_svd=motion)
+
+
+def test_motion_svd_inputs_are_used_and_scored_but_never_saved(tmp_path):
+    recording = motion_driven_recording()
+    scores = {}
+    for inputs in (("keypoints",), ("motion_svd",), ("keypoints", "motion_svd")):
+        settings = TrainSettings(n_pcs=6, gap_s=0.1, model="ridge", symmetric=False, inputs=inputs)
+        result = train_encoders(recording, settings, progress=False)
+        scores[inputs] = result.summary["test_variance_explained"]
+        assert result.summary["inputs"] == list(inputs)
+        assert result.summary["n_inputs"] == {("keypoints",): 30, ("motion_svd",): 6}.get(inputs, 36)
+    assert scores[("keypoints",)] < 0.1 < 0.5 < scores[("motion_svd",)]
+    assert scores[("keypoints", "motion_svd")] > 0.5
+    with pytest.raises(EncoderTrainingError, match="scored only"):
+        result.save(tmp_path / "never.npz")
+    assert not (tmp_path / "never.npz").exists()
+    with pytest.raises(EncoderTrainingError, match="inputs must be one or more of keypoints, motion_svd"):
+        TrainSettings(inputs=("keypoints", "pupil"))
+
+
+def test_cli_trains_on_the_motion_svd_of_the_keypoints_file(tmp_path):
+    recording = motion_driven_recording(800, fps=10.0)  # the command's 0.5 s gaps: 5 frames at 10 frames/s
+    folder = write_session(tmp_path / "session", recording)
+    with h5py.File(folder / "rec_FacemapPose.h5", "a") as f:
+        motion = recording.motion_svd.astype(np.float32)
+        motion[:10] = np.nan  # not ready yet, as a live recording's first seconds
+        f["facestream/motion_svd"] = motion
+    args = [str(folder), "--pcs", "6", "--model", "ridge", "--epochs", "2", "--json"]
+    result = _invoke([*args, "--inputs", "keypoints,motion_svd"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["inputs"] == ["keypoints", "motion_svd"] and report["out"] is None
+    assert report["test_variance_explained"] > 0.5 and "offline only, not saved" in result.stderr
+    for extra, words in (([], "--out is required"), (["--inputs", "motion_svd", "--out", str(tmp_path / "e.npz")],
+                                                     "scored only and never saved"),
+                         (["--inputs", "motion,keypoints"], "inputs must be one or more of")):
+        bad = _invoke([*args, *(["--inputs", "keypoints"] if not extra else []), *extra])
+        lines = [line for line in bad.output.splitlines() if line.strip()]
+        assert bad.exit_code != 0 and len(lines) == 1 and words in lines[0], bad.output
+    plain = write_session(tmp_path / "plain", recording)
+    bad = _invoke([str(plain), "--inputs", "motion_svd"])
+    assert bad.exit_code != 0 and "has no motion SVD (/facestream/motion_svd" in bad.output

@@ -14,6 +14,7 @@ from facestream.camera_adapters.synthetic.camera import LATENT_NAMES, SyntheticC
 from facestream.engines.bodyparts import BODYPARTS
 from facestream.streamer.cli import main
 from facestream.streamer.config import ConfigError
+from facestream.streamer.motion_svd import MotionSVD, spatial_bin
 from facestream.engines.training.synthetic_neurons import NeuralPopulation
 from facestream.streamer.tools.simulate import NEURAL_NAME, NEURAL_TIMES_NAME, POSE_NAME, VIDEO_NAME, write_session
 
@@ -195,3 +196,34 @@ def test_cli_errors_are_one_line_and_fail(tmp_path, case):
     assert len(errors) == 1
     if case == "out below a file":
         assert errors[0].startswith("facestream: error: ") and str(blocker) in errors[0]
+
+
+def test_the_pose_file_has_the_true_pupil_and_the_live_motion_svd(tmp_path):
+    """/pupil is the camera's true pupil; /facestream/motion_svd is every frame projected on the
+    components a run's MotionSVD learns from the same frames (here all of them: 40 frames are
+    less than the 10 s the components are learned from)."""
+    out = tmp_path / "motion"
+    session = write_session(out, 40, seed=SEED, fps=FPS, width=SIZE[0], height=SIZE[1], neurons=0, progress=False,
+                            motion_components=4)
+    assert session.motion_svd == 4
+    cam = SyntheticCamera(*SIZE, fps=FPS, seed=SEED)
+    live = MotionSVD((SIZE[1], SIZE[0]), None, 4, 4, learn_seconds=39 / FPS)  # learns at the last frame
+    frames = [cam.render(k)[0] for k in range(40)]
+    for k, pixels in enumerate(frames):
+        assert live.step(pixels, round(k * 1e9 / FPS)) is None
+    assert live.wait(30)
+    c, region = live.components, (0, SIZE[1], 0, SIZE[0])
+    binned = [spatial_bin(f, region, 4) for f in frames]
+    expected = np.stack([(np.abs(b - a) - c.mean) @ c.components for a, b in zip(binned, binned[1:])])
+    with h5py.File(out / POSE_NAME) as f:
+        motion = f["facestream/motion_svd"][()]
+        pupil = np.stack([f["pupil"][k][()] for k in ("x", "y", "radius")], axis=1)
+    assert motion.shape == (40, 4) and np.isfinite(motion).all()
+    np.testing.assert_allclose(motion[1:], expected, rtol=1e-4, atol=1e-2)
+    np.testing.assert_array_equal(motion[0], motion[1])  # Facemap's: the first frame has no motion of its own
+    np.testing.assert_allclose(pupil, [cam.pupil(k) for k in range(40)])
+    fast = write_session(tmp_path / "fast", 40, seed=SEED, fps=FPS, width=SIZE[0], height=SIZE[1], neurons=0,
+                         progress=False, video=False)
+    assert fast.motion_svd == 0
+    with h5py.File(tmp_path / "fast" / POSE_NAME) as f:
+        assert "motion_svd" not in f["facestream"] and "pupil" in f

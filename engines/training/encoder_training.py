@@ -73,6 +73,7 @@ KEYPOINTS_SUFFIX = "_FacemapPose.h5"
 NEURAL_NAME = "neural.npy"
 NEURAL_TIMES_NAME = "neural_t_ns.npy"
 SYMMETRIC_LOOKAHEAD = 100  # Facemap's filter: 201 taps centred on the frame
+INPUTS = ("keypoints", "motion_svd")  # what models may take: the keypoints' x, y; Facemap's motion SVD
 VALIDATION_FRACTION = 0.1  # of each training segment, for early stopping
 JUMP_FLOOR_PX = 5.0
 MIN_STD_PX = 1.0  # a keypoint that (almost) never moves is not blown up by its z-score
@@ -91,7 +92,7 @@ class Recording:
 
     keypoints: (frames, 15, 3) [x, y, likelihood] in Facemap's bodypart order; NaN allowed.
     frame_t_s: (frames,) increasing. neural: (neurons, samples) finite. neural_t_s: (samples,)
-    increasing.
+    increasing. motion_svd: (frames, components) or None; NaN rows where it was not ready.
     """
 
     keypoints: np.ndarray
@@ -99,6 +100,7 @@ class Recording:
     neural: np.ndarray
     neural_t_s: np.ndarray
     sources: dict[str, str] = field(default_factory=dict)
+    motion_svd: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         kp, neural = np.asarray(self.keypoints, np.float64), np.asarray(self.neural)
@@ -122,6 +124,12 @@ class Recording:
         _check_times("neural times", self.neural_t_s, neural.shape[1], "neural samples (columns)")
         if not (np.isfinite(kp[:, :, :2]).all(axis=2) & (kp[:, :, 2] > 0)).any():
             raise EncoderTrainingError("no keypoint has a finite position and a positive likelihood in any frame")
+        if self.motion_svd is not None:
+            motion = np.asarray(self.motion_svd)
+            if motion.ndim != 2 or len(motion) != len(kp) or motion.dtype.kind not in "fiu":
+                raise EncoderTrainingError(f"motion SVD must be numbers, (frames, components) with one row per keypoint "
+                                           f"frame ({len(kp)}), got shape {motion.shape}")
+            object.__setattr__(self, "motion_svd", motion.astype(np.float64))
         object.__setattr__(self, "keypoints", kp)
         object.__setattr__(self, "neural", neural.astype(np.float32, copy=False))
         object.__setattr__(self, "frame_t_s", np.asarray(self.frame_t_s, np.float64))
@@ -199,6 +207,21 @@ def read_keypoints(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, flo
             f"keypoints file {path} cannot be read as HDF5 ({' '.join(str(exc).split())})") from None
 
 
+def read_motion_svd(path: str | Path) -> np.ndarray:
+    """``/facestream/motion_svd`` of a keypoints file (as ``facestream run --record`` and
+    ``facestream simulate`` write it): (frames, components); EncoderTrainingError if absent."""
+    try:
+        with h5py.File(path, "r") as f:
+            column = f.get("facestream/motion_svd")
+            if not isinstance(column, h5py.Dataset) or column.ndim != 2 or column.dtype.kind not in "fiu":
+                raise EncoderTrainingError(
+                    f"keypoints file {path} has no motion SVD (/facestream/motion_svd, frames x components): record a run "
+                    "with [motion_svd] on, or simulate with video")
+            return np.asarray(column[()], np.float64)
+    except (OSError, RuntimeError) as exc:
+        raise EncoderTrainingError(f"keypoints file {path} cannot be read as HDF5 ({' '.join(str(exc).split())})") from None
+
+
 def _fps_attr(f: h5py.File, path: Path) -> float | None:
     """The file's ``fps`` attribute, if it has a positive one."""
     fps = f.attrs.get("fps")
@@ -245,9 +268,9 @@ def _times_s(times_ns: np.ndarray, what: str) -> np.ndarray:
 
 def load_recording(
     keypoints: str | Path, neural: str | Path, neural_times: str | Path | None = None,
-    frame_times: str | Path | None = None, fps: float | None = None,
+    frame_times: str | Path | None = None, fps: float | None = None, motion_svd: bool = False,
 ) -> Recording:
-    """Read and check a paired recording.
+    """Read and check a paired recording (with ``motion_svd``, the keypoints file's motion SVD too).
 
     neural: neurons x samples .npy. neural_times, frame_times: .npy of times in ns on one
     clock. Frame times come from, in order: ``frame_times``, ``fps`` (frame k at k / fps), the
@@ -276,7 +299,7 @@ def load_recording(
         neural_t = np.linspace(frame_t[0], frame_t[-1], n) if len(frame_t) else np.zeros(n)
     sources = {"keypoints": str(keypoints), "neural": str(neural)}
     sources.update({k: str(v) for k, v in (("neural_times", neural_times), ("frame_times", frame_times)) if v})
-    return Recording(kp, frame_t, activity, neural_t, sources)
+    return Recording(kp, frame_t, activity, neural_t, sources, read_motion_svd(keypoints) if motion_svd else None)
 
 
 # -- settings, split, preparation ---------------------------------------------------------
@@ -302,9 +325,19 @@ class TrainSettings:
     shuffled_control: bool = False  # also train on activity shifted half a session against the keypoints
     threads: int = 1  # torch threads; 0 = torch's default (on a busy 2-core machine, 1 is far faster)
     facemap_python: str | None = None  # an interpreter with Facemap 1.0.8: also train its own network, for comparison
+    inputs: tuple[str, ...] = ("keypoints",)  # any of INPUTS; with motion_svd the models are scored, never saved
+
+    @property
+    def live(self) -> bool:
+        """Whether the models take what the streaming encoder takes (the keypoints alone)."""
+        return self.inputs == ("keypoints",)
 
     def __post_init__(self) -> None:
         problems = [
+            (not self.inputs or len(set(self.inputs)) != len(self.inputs) or not set(self.inputs) <= set(INPUTS),
+             f"inputs must be one or more of {', '.join(INPUTS)}, each once, not {','.join(self.inputs)!r}"),
+            (self.facemap_python is not None and not self.live, "Facemap's own network takes the keypoints alone: "
+             "--facemap needs --inputs keypoints"),
             (self.n_pcs < 1, f"pcs must be at least 1, not {self.n_pcs}"),
             (self.output not in ("pcs", "neurons"), f"output must be pcs or neurons, not {self.output!r}"),
             (self.model not in ("best", *MODELS), f"model must be best or one of {', '.join(MODELS)}, not {self.model!r}"),
@@ -328,7 +361,7 @@ class TrainSettings:
 class Prepared:
     """Inputs and targets at every frame, the split and the fixed statistics."""
 
-    inputs: np.ndarray  # (frames, 30) float32, exactly what the streaming encoder sees
+    inputs: np.ndarray  # (frames, 30) float32, exactly what the streaming encoder sees (keypoints alone)
     targets: np.ndarray  # (frames, n_pcs) float32; NaN where no neural sample covers the frame
     train: list[tuple[int, int]]  # frame ranges [start, end)
     validation: list[tuple[int, int]]  # the end of each training segment, for early stopping and choosing
@@ -451,6 +484,20 @@ def fit_inputs(keypoints: np.ndarray, frames: np.ndarray, likelihood_threshold: 
     return InputSpec(positions.mean(axis=0), np.maximum(positions.std(axis=0), MIN_STD_PX), likelihood_threshold, jump)
 
 
+def _motion_inputs(recording: Recording, train_frames: np.ndarray) -> np.ndarray:
+    """The motion SVD z-scored with the training frames' statistics; rows before it was ready
+    (NaN) at 0, its training mean."""
+    if recording.motion_svd is None:
+        raise EncoderTrainingError("inputs name motion_svd but the recording has none")
+    motion = recording.motion_svd
+    ready = np.isfinite(motion).all(axis=1)
+    seen = motion[train_frames[ready[train_frames]]]
+    if len(seen) < 2:
+        raise EncoderTrainingError("the motion SVD is not ready in the training frames (NaN rows): nothing to fit on")
+    z = (motion - seen.mean(axis=0)) / np.maximum(seen.std(axis=0), 1e-9)
+    return np.where(ready[:, None], z, 0.0).astype(np.float32)
+
+
 def prepare(recording: Recording, settings: TrainSettings) -> Prepared:
     """Resample, split, fix the statistics on the training frames, project onto the PCs."""
     activity, inside = neural_at_frames(recording)
@@ -465,7 +512,12 @@ def prepare(recording: Recording, settings: TrainSettings) -> Prepared:
     train_frames = np.concatenate([np.arange(a, b) for a, b in train])
 
     spec = fit_inputs(recording.keypoints, train_frames, settings.likelihood_threshold)
-    inputs = clean_and_normalise(recording.keypoints, spec)
+    columns = []
+    if "keypoints" in settings.inputs:
+        columns.append(clean_and_normalise(recording.keypoints, spec))
+    if "motion_svd" in settings.inputs:
+        columns.append(_motion_inputs(recording, train_frames))
+    inputs = np.concatenate(columns, axis=1)
 
     mean = activity[train_frames].mean(axis=0, dtype=np.float64)
     std = activity[train_frames].std(axis=0, dtype=np.float64)
@@ -580,9 +632,9 @@ def fit(
     return FitLog(losses, scores, best_epoch if settings.patience else len(losses))
 
 
-def _new_module(n_out: int, lookahead: int, seed: int) -> KeypointsEncoder:
+def _new_module(n_in: int, n_out: int, lookahead: int, seed: int) -> KeypointsEncoder:
     torch.manual_seed(seed)
-    return KeypointsEncoder(n_out=n_out, lookahead_frames=lookahead)
+    return KeypointsEncoder(n_in=n_in, n_out=n_out, lookahead_frames=lookahead)
 
 
 def model_to_neurons(model: KeypointsEncoder | LaggedRidge | RidgePlusNetwork,
@@ -630,7 +682,11 @@ class TrainingResult:
 
     def save(self, path: str | Path) -> None:
         """Write the chosen causal encoder (with the projection when it outputs PCs), named after
-        the file; written beside it first and moved into place, so a failed save leaves no half file."""
+        the file; written beside it first and moved into place, so a failed save leaves no half file.
+        Models that take more than the keypoints are offline only: refused."""
+        if not self.settings.live:
+            raise EncoderTrainingError(f"models on {','.join(self.settings.inputs)} are scored only: the streaming encoder "
+                                       "takes the keypoints alone (train with --inputs keypoints to save one)")
         target = Path(path)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         pcs = self.settings.output == "pcs"
@@ -650,8 +706,9 @@ class TrainingResult:
         others = "".join(
             f", {label} {models[label]['test_variance_explained']:.3f}"
             for label in ("network", "ridge", "ridge+network", "symmetric", "facemap", "shuffled") if label in models and label != r["model"])
+        verb = "saved" if self.settings.live else f"on {','.join(self.settings.inputs)} (offline only, not saved),"
         return (
-            f"saved the {r['model']} model: test variance explained {r['test_variance_explained']:.3f} on "
+            f"{verb} the {r['model']} model: test variance explained {r['test_variance_explained']:.3f} on "
             f"{r['samples_test']} recorded samples (look-ahead {r['lookahead_frames']} frames){others}; "
             f"{r['n_pcs']} PCs of {r['n_neurons']} neurons, {r['frames_train']} training / {r['frames_test']} test "
             f"frames, {r['seconds']:.0f} s"
@@ -675,7 +732,7 @@ def _fit_network(
     progress: bool, offset: np.ndarray | None = None,
 ) -> tuple[KeypointsEncoder, dict[str, Any]]:
     """A network fitted to ``targets`` (default: the components), scored with ``offset`` added."""
-    module = _new_module(prepared.projection.components.shape[1], lookahead, settings.seed)
+    module = _new_module(prepared.inputs.shape[1], prepared.projection.components.shape[1], lookahead, settings.seed)
     with tqdm(total=settings.epochs, desc=f"{label} (L={lookahead})", unit="epoch", disable=not progress) as bar:
 
         def on_epoch(report: EpochReport) -> None:
@@ -762,6 +819,8 @@ def _train(recording: Recording, settings: TrainSettings, progress: bool) -> Tra
     if "shuffled" in models:
         summary["test_variance_explained_shuffled"] = models["shuffled"]["test_variance_explained"]
     summary.update(
+        inputs=list(settings.inputs),
+        n_inputs=int(prepared.inputs.shape[1]),
         kind=settings.output,
         n_pcs=prepared.projection.components.shape[1],
         n_neurons=prepared.projection.n_neurons,

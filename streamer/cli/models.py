@@ -291,7 +291,8 @@ def eval_command(frames, labels, model, engine, threads, as_json, quiet) -> None
 
 @click.command("train-encoder")
 @click.argument("session_dir", required=False, type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Encoder file to write (.npz), for `facestream run --encoder`.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Encoder file to write (.npz), for `facestream run --encoder`; required with --inputs keypoints, refused otherwise.")
+@click.option("--inputs", default="keypoints", show_default=True, help="What the models take, comma-separated: keypoints, motion_svd (the keypoints file's /facestream/motion_svd). Anything but keypoints alone is scored only, never saved: the streaming encoder takes keypoints.")
 @click.option("--keypoints", type=click.Path(dir_okay=False), help="Keypoints in Facemap's layout (*_FacemapPose.h5); default: the one in SESSION_DIR.")
 @click.option("--neural", type=click.Path(dir_okay=False), help="Neural activity, neurons x samples (.npy); default: SESSION_DIR/neural.npy.")
 @click.option("--neural-times", type=click.Path(dir_okay=False), help="The neural samples' times in ns on the frames' clock (.npy); default: SESSION_DIR/neural_t_ns.npy if there, else spread evenly over the frames.")
@@ -310,7 +311,7 @@ def eval_command(frames, labels, model, engine, threads, as_json, quiet) -> None
 @click.option("--facemap", is_flag=True, help="Also train Facemap 1.0.8's own network on the same split, in Facemap's interpreter (FACEMAP_PYTHON), and score it the same way.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_encoder(session_dir, out, keypoints, neural, neural_times, frame_times, fps, output, pcs, lookahead,
+def train_encoder(session_dir, out, inputs, keypoints, neural, neural_times, frame_times, fps, output, pcs, lookahead,
                   epochs, patience, lr, seed, threads, model_choice, shuffled_control, facemap, as_json, quiet) -> None:
     """Train causal keypoints-to-neural models on a paired recording (a ridge model, Facemap's
     network made causal, and the two summed), score them on the recorded neural samples of
@@ -336,10 +337,16 @@ def train_encoder(session_dir, out, keypoints, neural, neural_times, frame_times
             if path is None:
                 where = f"{session_dir} has none" if session_dir else "no SESSION_DIR"
                 raise EncoderTrainingError(f"no {what} file: {where}; name one with --{what}")
-        target = Path(out)
-        if not target.parent.is_dir():
+        names = tuple(n.strip() for n in inputs.split(","))
+        if names == ("keypoints",) and not out:
+            raise EncoderTrainingError("--out is required: the encoder file to write")
+        if names != ("keypoints",) and out:
+            raise EncoderTrainingError(f"--out: models on {inputs} are scored only and never saved (the streaming "
+                                       "encoder takes keypoints alone); drop --out")
+        target = Path(out or ".")
+        if out and not target.parent.is_dir():
             raise EncoderTrainingError(f"--out {target}: folder {target.parent} does not exist")
-        if target.is_dir():
+        if out and target.is_dir():
             raise EncoderTrainingError(f"--out {target} is a folder")
         python = None
         if facemap:
@@ -350,15 +357,17 @@ def train_encoder(session_dir, out, keypoints, neural, neural_times, frame_times
                 raise EncoderTrainingError("--facemap: Facemap not found (set FACEMAP_PYTHON to an interpreter that has it)")
         settings = TrainSettings(
             n_pcs=pcs, output=output, lookahead_frames=lookahead, epochs=epochs, patience=patience, lr=lr, seed=seed,
-            threads=threads, model=model_choice, shuffled_control=shuffled_control, facemap_python=python,
+            threads=threads, model=model_choice, shuffled_control=shuffled_control, facemap_python=python, inputs=names,
         )
         recording = load_recording(
-            files["keypoints"], files["neural"], neural_times or found.get("neural_times"), frame_times, fps)
+            files["keypoints"], files["neural"], neural_times or found.get("neural_times"), frame_times, fps,
+            motion_svd="motion_svd" in names)
         result = train_encoders(recording, settings, progress=not quiet)
-        result.save(target)
-        say(f"{result.line()} -> {target}")
+        if out:
+            result.save(target)
+        say(result.line() + (f" -> {target}" if out else ""))
         if as_json:
-            click.echo(json.dumps({**result.summary, "out": str(target)}))
+            click.echo(json.dumps({**result.summary, "out": str(target) if out else None}))
 
     guarded(body)
 

@@ -136,8 +136,10 @@ def track_batch(videos, out_dir, scheduler, workers, model, bbox, engine, batch,
 @click.option("--neural-rate", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Their sampling rate in Hz (the neural rig's clock is the camera's).")
 @click.option("--population", type=click.Choice(["default", "heldout"]), default="default", show_default=True, help="The neurons' construction: the default, or the differently built one encoders are evaluated on (docs/encoder.md).")
 @click.option("--no-video", is_flag=True, help="Write the keypoints, latents and neurons without rendering frames (much faster).")
+@click.option("--motion-svd", "motion_components", type=click.IntRange(min=0, max=1000), default=50, show_default=True, help="Components of Facemap's motion SVD written with the video, as `run` computes it (0 = none; not with --no-video).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def simulate(frames, out_dir, seed, fps, width, height, neurons, neural_rate, population, no_video, quiet) -> None:
+def simulate(frames, out_dir, seed, fps, width, height, neurons, neural_rate, population, no_video, motion_components,
+             quiet) -> None:
     """Write a synthetic session: video, true keypoints (Facemap's h5), latent behaviour and
     the activity of a neural population driven by it (neural.npy, neural_t_ns.npy)."""
 
@@ -147,10 +149,12 @@ def simulate(frames, out_dir, seed, fps, width, height, neurons, neural_rate, po
         session = write_session(
             out_dir, frames, seed=seed, fps=fps, width=width, height=height, neurons=neurons,
             neural_rate=neural_rate, population=population, video=not no_video, progress=not quiet,
+            motion_components=motion_components,
         )
         neural = f", {session.neural} ({session.neurons} {population} neurons at {neural_rate:g} Hz)" if session.neural else ""
         video = f"{session.video}, " if session.video else ""
-        say(f"{session.frames} frames -> {video}{session.pose}{neural}")
+        motion = f" with {session.motion_svd} motion SVD components" if session.motion_svd else ""
+        say(f"{session.frames} frames -> {video}{session.pose}{motion}{neural}")
 
     guarded(body)
 

@@ -229,9 +229,9 @@ def figure(rec: Recording) -> plt.Figure:
         panels.append(("latency", 1.9))
     if rec.time_source != "frame":
         panels.append(("rate", 1.6))
-    if pupil is not None and pupil.ndim == 1:
+    if pupil is not None and pupil.ndim == 1 and pupil.dtype.kind in "biuf":
         panels.append(("pupil", 1.6))
-    if motion is not None and motion.ndim == 2 and motion.size:
+    if motion is not None and motion.ndim == 2 and motion.size and motion.dtype.kind in "biuf":
         panels.append(("motion", 1.9))
     if neural is not None and neural.size:
         panels.append(("neural", 1.9))
@@ -306,7 +306,7 @@ def figure(rec: Recording) -> plt.Figure:
         ax = axes["pupil"]
         valid = rec.columns.get("pupil_valid")
         area = pupil.astype(np.float64)
-        if valid is not None and valid.shape == area.shape:
+        if valid is not None and valid.shape == area.shape and valid.dtype.kind in "biuf":
             area = np.where(valid > 0, area, np.nan)
         with warnings.catch_warnings():  # bins with no valid frame are gaps
             warnings.simplefilter("ignore", RuntimeWarning)
