@@ -125,8 +125,8 @@ def load_tracker(
 ) -> Tracker:
     """A ready tracker.
 
-    engine: one of ``registry.NAMES``. model: a Facemap state file, a folder holding a model, or
-    None for the bundled default. bbox: (row1, row2, col1, col2) crop in frame pixels, Facemap's
+    engine: one of ``registry.NAMES``. model: a Facemap state file, a folder holding a model, a
+    student file (``*.npz``, ``student.py``), a name (``facemap``, ``student``), or None for the bundled default. bbox: (row1, row2, col1, col2) crop in frame pixels, Facemap's
     order; None uses the whole frame. threads: CPU intra-op threads, 0 for ``default_threads()``.
     calibration: the frames an int8 engine is calibrated on (``quantize.VideoCalibration``,
     ``camera_adapters.calibration.source_calibration(spec)`` or
