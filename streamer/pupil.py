@@ -3,7 +3,8 @@
 Facemap (facemap/pupil.py) asks the user to draw an elliptical eye region and a "saturation"
 threshold; here the region is the ellipse through the four eye keypoints (the corners give its
 long axis, the lids its short one), scaled by ``region_scale``, placed anew on every frame
-(its bounding box clipped to the frame), and the threshold is chosen on every frame by Otsu's
+(its bounding box clipped to the frame, and binned when it is larger than 160x160 pixels),
+and the threshold is chosen on every frame by Otsu's
 method on the region's pixels (the pupil is the darker of the two classes; the brightest 10 %,
 corneal highlights and the lids' edges, are held at the 90th percentile for that choice). The rest is Facemap's: pixels inverted and clipped at the threshold, so only pixels
 darker than it weigh, by how much darker; a 2D Gaussian fitted by a few reweighted iterations
@@ -16,6 +17,7 @@ area pi r^2.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -28,6 +30,7 @@ _SIGMA = 2.0  # Facemap's pupil_sigma: a uniform disc of radius r has variance r
 _ITERATIONS = 5  # Facemap's
 _HIGHLIGHTS = 90  # percentile: brighter pixels (reflections, the lids' edges) do not take part in choosing the threshold
 _MIN_PIXELS = 12  # fewer dark pixels than this is no pupil
+_MAX_PIXELS = 160 * 160  # a larger region is binned down to about this many pixels
 
 
 @dataclass(frozen=True)
@@ -125,11 +128,20 @@ class PupilFinder:
         y0, y1 = max(int(centre[1] - reach), 0), min(int(centre[1] + reach) + 1, h)
         if x1 - x0 < 3 or y1 - y0 < 3:
             return NO_PUPIL
+        # a region of more than _MAX_PIXELS (a close-up eye, or eye keypoints strewn over the frame)
+        # is binned f x f first, so that the cost per frame stays bounded
+        f = max(1, math.ceil(math.sqrt((x1 - x0) * (y1 - y0) / _MAX_PIXELS)))
+        x1, y1 = x0 + (x1 - x0) // f * f, y0 + (y1 - y0) // f * f
+        if x1 - x0 < 3 * f or y1 - y0 < 3 * f:
+            return NO_PUPIL
         box = pixels[y0:y1, x0:x1]
+        if f > 1:
+            box = cv2.resize(box, ((x1 - x0) // f, (y1 - y0) // f), interpolation=cv2.INTER_AREA)
         if self.smooth_px > 0:
-            box = cv2.GaussianBlur(box, (0, 0), self.smooth_px)
+            box = cv2.GaussianBlur(box, (0, 0), self.smooth_px / f)
         mask = np.zeros(box.shape, np.uint8)
-        cv2.ellipse(mask, (round(centre[0] - x0), round(centre[1] - y0)), (round(a), round(b)), angle, 0, 360, 1, -1)
+        cv2.ellipse(mask, (round((centre[0] - x0) / f), round((centre[1] - y0) / f)), (round(a / f), round(b / f)), angle,
+                    0, 360, 1, -1)
         inside = box[mask > 0]
         if inside.size < _MIN_PIXELS:
             return NO_PUPIL
@@ -146,7 +158,8 @@ class PupilFinder:
         if fit is None:
             return NO_PUPIL
         mu, sv, _ = fit
-        axes = np.sqrt(sv)
+        axes = np.sqrt(sv) * f
         likely = bool(np.all(keypoints[_EYE, 2] >= self.min_likelihood))
-        return Pupil(area=float(np.pi * axes[0] * axes[1]), centre=(float(mu[1] + x0), float(mu[0] + y0)),
+        centre = (float(mu[1] * f + (f - 1) / 2 + x0), float(mu[0] * f + (f - 1) / 2 + y0))  # a bin's centre
+        return Pupil(area=float(np.pi * axes[0] * axes[1]), centre=centre,
                      axes=(float(axes[0]), float(axes[1])), valid=likely)

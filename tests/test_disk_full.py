@@ -21,6 +21,7 @@ import pytest
 from facestream.engines.bodyparts import BODYPARTS
 from facestream.engines.encoder import load_encoder
 from facestream.streamer.client import Subscriber
+from facestream.streamer.config import defaults
 from facestream.streamer.pose_h5 import CHUNK_ROWS
 from facestream.streamer.recorder import start_bytes
 from helpers import tiny_model
@@ -110,7 +111,12 @@ def test_a_recording_that_fills_the_disk_stops_in_one_line_and_the_run_goes_on(s
     for the second: the recorder sees that coming, writes the rows that fit, closes the file and
     says so once; the run publishes every frame it was asked for."""
     n_neural = load_encoder(None).describe()["n_out"]
-    disk = small_disk(start_bytes(n_neural) + 128 * 1024)
+    cfg = defaults()  # the recording's columns: activity, and the pupil's and motion SVD's by default
+    # 512 KB past the start: every flush rewrites the `meta` attribute and HDF5 does not reuse the
+    # old one's space (about 5 KB a flush), so the first chunk's rows need that much on a slow
+    # run; still far less than the next chunks need (chunk_set_bytes, 0.98 MB, and the margin)
+    disk = small_disk(start_bytes(n_neural, cfg.pupil.enabled, cfg.motion_svd.components * cfg.motion_svd.enabled)
+                      + 512 * 1024)
     path = disk / "run.h5"
     frames = CHUNK_ROWS + 300
     with Subscriber(endpoint) as sub:

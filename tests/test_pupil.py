@@ -174,3 +174,15 @@ def test_pupil_error_command_measures_tracked_and_true_keypoints(tmp_path):
     bad = subprocess.run([*cli, "--config", str(tmp_path / "none.toml")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         f"facestream: error: config file not found: {tmp_path / 'none.toml'}"]
+
+
+def test_a_large_region_is_binned_and_measured_alike():
+    """A close-up eye (here 4 times larger: a region of 440 x 440 pixels) is binned to keep the
+    cost bounded: the same pupil, scaled."""
+    small = PupilFinder(0.85, 0.6, 1.0).find(_disc_frame(), _eye_keypoints())
+    frame = cv2.resize(_disc_frame(), None, fx=4, fy=4, interpolation=cv2.INTER_LINEAR)
+    kp = _eye_keypoints(centre=(401.5, 321.5), half=(160.0, 120.0))
+    large = PupilFinder(0.85, 0.6, 4.0).find(frame, kp)
+    assert large.valid
+    assert large.area == pytest.approx(16 * small.area, rel=0.05)
+    assert large.centre == pytest.approx((4 * small.centre[0] + 1.5, 4 * small.centre[1] + 1.5), abs=1.0)
