@@ -2,14 +2,15 @@
 
 Facemap (facemap/pupil.py) asks the user to draw an elliptical eye region and a "saturation"
 threshold; here the region is the ellipse through the four eye keypoints (the corners give its
-long axis, the lids its short one), scaled by ``region_scale``, placed anew on every frame
-(its bounding box clipped to the frame, and binned when it is larger than 160x160 pixels),
-and the threshold is chosen on every frame by Otsu's
-method on the region's pixels (the pupil is the darker of the two classes; the brightest 10 %,
-corneal highlights and the lids' edges, are held at the 90th percentile for that choice). The rest is Facemap's: pixels inverted and clipped at the threshold, so only pixels
-darker than it weigh, by how much darker; a 2D Gaussian fitted by a few reweighted iterations
-(centre of mass, covariance, pixels beyond 2 sigma dropped); the axes from the covariance's
-eigenvalues times sigma^2, the long one at most twice the short one; area pi * long * short.
+long axis, the lids its short one), scaled by ``region_scale``, placed anew on every frame (its
+bounding box clipped to the frame, and binned when it is larger than 160x160 pixels), and the
+threshold is chosen on every frame by Otsu's method on the region's pixels (the pupil is the
+darker of the two classes; the brightest 10 %, corneal highlights and the lids' edges, are held
+at the 90th percentile for that choice). The rest is Facemap's: pixels inverted and clipped at
+the threshold, so only pixels darker than it weigh, by how much darker; a 2D Gaussian fitted by
+a few reweighted iterations (centre of mass, covariance, pixels beyond 2 sigma dropped); the
+axes from the covariance's eigenvalues times sigma^2, the long one at most twice the short one;
+area pi * long * short.
 
 Facemap's ``axlen`` holds the squared axes (the eigenvalues); ``axes`` here are their square
 roots, the semi-axes in pixels, so that a uniform dark disc of radius r gives axes (r, r) and
