@@ -23,19 +23,25 @@ set, so every engine builds it as it builds Facemap's network.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import sys
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .bodyparts import N_KEYPOINTS
-from .fmnet import FMnet
-from .student import StudentArch, StudentFileError, build_student, is_student_file, read_student
+
+if TYPE_CHECKING:
+    import torch
+
+    from .student import StudentArch
 
 STATE_NAME = "facemap_model_state.pt"
 PARAMS_NAME = "facemap_model_params.pth"
@@ -44,6 +50,8 @@ N_STAGES = 5  # encoder stages that make Facemap's 64x64 output maps from a 256x
 FACEMAP_NAME = "facemap"  # --model facemap: Facemap's base model in facemap_models_dir(), fetched on first use
 STUDENT_NAME = "student"  # --model student: the bundled student, distilled from the bundled default
 BUNDLED_STUDENT = BUNDLED_DIR / "student.npz"
+STUDENT_SUFFIX = ".npz"  # a student is one file (student.py's format)
+CHECKED_VERSION = 1  # part of a checked model's record name: bump when the checks change
 
 _BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue")
 
@@ -54,7 +62,8 @@ class ModelFileError(Exception):
 
 @dataclass(frozen=True)
 class TrackerModel:
-    """A loaded, checked Facemap tracker model."""
+    """A checked Facemap tracker model. Its weights are read when first asked for (``state_dict``):
+    an engine already in the cache needs none of them, nor torch."""
 
     name: str
     state_path: Path
@@ -62,7 +71,7 @@ class TrackerModel:
     sha256: str  # full hex digest of the state file
     channels: tuple[int, ...]
     trained: bool
-    state_dict: dict[str, torch.Tensor] = field(repr=False, compare=False)
+    read_weights: Callable[[], dict[str, "torch.Tensor"]] = field(repr=False, compare=False)
     synthetic_only: bool = False  # trained by facestream on synthetic faces only (the bundled default is)
     student: StudentArch | None = None  # a distilled student's architecture; None for Facemap's network
     teacher: dict | None = field(default=None, compare=False)  # a student's teacher: {"name", "sha256"}
@@ -82,10 +91,19 @@ class TrackerModel:
             identity["teacher"] = dict(self.teacher)
         return identity
 
-    def build(self) -> torch.nn.Module:
+    @cached_property
+    def state_dict(self) -> dict[str, "torch.Tensor"]:
+        """The weights as torch tensors (read once; torch is imported here)."""
+        return self.read_weights()
+
+    def build(self) -> "torch.nn.Module":
         """The network with these weights (FMnet, or a student's), in eval mode, on the CPU."""
         if self.student is not None:
+            from .student import build_student
+
             return build_student(self.student, self.state_dict)
+        from .fmnet import FMnet
+
         net = FMnet(self.channels, img_ch=1, output_ch=N_KEYPOINTS)
         net.load_state_dict(self.state_dict, strict=True)
         return net.eval()
@@ -112,26 +130,81 @@ def load_model(path: str | Path | None = None) -> TrackerModel:
     if path is not None and is_student_file(Path(path)):
         return load_student(Path(path).expanduser())
     state_path, params_path = _resolve(path)
-    params = _torch_load(params_path)
-    channels = _channels(params, params_path)
-    state = _torch_load(state_path)
-    _check_state(state, channels, state_path)
-    marker = params.get("facestream") if isinstance(params.get("facestream"), dict) else {}
-    data = marker.get("data")
+    for file in (state_path, params_path):
+        if not file.is_file():
+            raise ModelFileError(f"{file}: file not found")
+    sha256 = hashlib.sha256(state_path.read_bytes()).hexdigest()
+    record = _checked_record(sha256, hashlib.sha256(params_path.read_bytes()).hexdigest())
+    checked = _read_checked(record)
+    if checked is None:
+        params = _torch_load(params_path)
+        channels = _channels(params, params_path)
+        state = _torch_load(state_path)
+        _check_state(state, channels, state_path)
+        marker = params.get("facestream") if isinstance(params.get("facestream"), dict) else {}
+        data = marker.get("data")
+        checked = {
+            "name": str(marker.get("name", state_path.stem)),
+            "channels": list(channels),
+            "trained": bool(marker.get("trained", True)),
+            "synthetic_only": isinstance(data, (list, tuple)) and len(data) > 0 and all(d == "synthetic" for d in data),
+        }
+        _write_checked(record, checked)
+        read_weights = lambda: state  # noqa: E731 (already read)
+    else:
+        read_weights = lambda: _torch_load(state_path)  # noqa: E731
     return TrackerModel(
-        name=str(marker.get("name", state_path.stem)),
+        name=checked["name"],
         state_path=state_path,
         params_path=params_path,
-        sha256=hashlib.sha256(state_path.read_bytes()).hexdigest(),
-        channels=channels,
-        trained=bool(marker.get("trained", True)),
-        state_dict=state,
-        synthetic_only=isinstance(data, (list, tuple)) and len(data) > 0 and all(d == "synthetic" for d in data),
+        sha256=sha256,
+        channels=tuple(checked["channels"]),
+        trained=checked["trained"],
+        read_weights=read_weights,
+        synthetic_only=checked["synthetic_only"],
     )
+
+
+def is_student_file(path: Path) -> bool:
+    """Whether ``path`` is named as a student file; its contents are checked on load."""
+    return path.suffix == STUDENT_SUFFIX
+
+
+# A model that passed the checks once is recorded in the engine cache under the sha256 of its two
+# files, with what the checks found; the next load of the same files reads that record instead of
+# unpickling the files with torch, so a run whose engine is cached starts without importing
+# torch (about a second of a warm start on a small CPU). A record that cannot be read or written
+# is ignored: the files are then checked again.
+def _checked_record(state_sha256: str, params_sha256: str) -> Path:
+    from .onnx_engine import cache_dir
+
+    return cache_dir() / "checked-models" / f"{state_sha256}-{params_sha256[:16]}-v{CHECKED_VERSION}.json"
+
+
+def _read_checked(record: Path) -> dict | None:
+    try:
+        checked = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    fields = {"name": str, "channels": list, "trained": bool, "synthetic_only": bool}
+    if not isinstance(checked, dict) or not all(isinstance(checked.get(k), t) for k, t in fields.items()):
+        return None
+    return checked
+
+
+def _write_checked(record: Path, checked: dict) -> None:
+    from .onnx_engine import ExportError, write_atomic
+
+    try:
+        write_atomic(record, json.dumps(checked).encode())
+    except ExportError:
+        pass
 
 
 def load_student(path: Path) -> TrackerModel:
     """A student file (``student.py``'s format) as a TrackerModel; ModelFileError if it is not one."""
+    from .student import StudentArch, StudentFileError, read_student
+
     try:
         header, state, sha256 = read_student(path)
     except StudentFileError as exc:
@@ -147,7 +220,7 @@ def load_student(path: Path) -> TrackerModel:
         sha256=sha256,
         channels=tuple(arch["widths"]),
         trained=True,
-        state_dict=state,
+        read_weights=lambda: state,
         synthetic_only=isinstance(data, list) and len(data) > 0 and all(d == "synthetic" for d in data),
         student=StudentArch(tuple(arch["widths"]), arch["separable"], arch["full_res"]),
         teacher={"name": str(teacher.get("name")), "sha256": str(teacher.get("sha256"))},
@@ -210,6 +283,8 @@ def _resolve(path: str | Path | None) -> tuple[Path, Path]:
 
 def _torch_load(path: Path) -> dict:
     """torch.load restricted to tensors and plain containers; a dict or ModelFileError."""
+    import torch
+
     if not path.is_file():
         raise ModelFileError(f"{path}: file not found")
     if not _is_torch_file(path):
@@ -299,6 +374,10 @@ def _channels(params: dict, path: Path) -> tuple[int, ...]:
 
 def _check_state(state: dict, channels: tuple[int, ...], path: Path) -> None:
     """Raise unless ``state`` has exactly FMnet(channels)'s keys, shapes and float weights."""
+    import torch
+
+    from .fmnet import FMnet
+
     reference = FMnet(channels, output_ch=N_KEYPOINTS).state_dict()
     expected = {k: tuple(v.shape) for k, v in reference.items()}
     if not expected.keys() & state.keys():

@@ -15,14 +15,16 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
 from .decode import decode
-from .model_files import TrackerModel
 from .preprocess import INPUT_SIZE, Geometry, preprocess
+
+if TYPE_CHECKING:
+    from .model_files import TrackerModel
 
 ONNX_OPSET = 17
 ONNX_EXPORT_VERSION = 1  # part of the cache key: bump when the export itself changes
@@ -77,6 +79,8 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def export_onnx(model: TrackerModel) -> bytes:
     """The network as ONNX bytes: input "image" (B, 1, 256, 256), three (B, 15, 64, 64) outputs."""
+    import torch  # only to export: a cached engine starts without it (about a second of imports)
+
     net = model.build()
     buffer = io.BytesIO()
     example = torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE)

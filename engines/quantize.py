@@ -31,29 +31,21 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import onnx
 import onnxruntime
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from .model_files import TrackerModel
 from .onnx_engine import INPUT_NAME, ExportError, cache_dir, onnx_model_path, write_atomic
 from .preprocess import make_geometry, preprocess
 
+if TYPE_CHECKING:
+    import onnx
+
+    from .model_files import TrackerModel
+
 CALIBRATION_FRAMES = 64
 QUANTIZE_VERSION = 3  # part of the cache key: bump when the recipe changes
-
-
-class _Frames(CalibrationDataReader):
-    def __init__(self, images: list[np.ndarray]) -> None:
-        self._images = iter(images)
-
-    def get_next(self) -> dict | None:
-        image = next(self._images, None)
-        return None if image is None else {INPUT_NAME: image[None, None]}
 
 
 class CalibrationSource(Protocol):
@@ -136,6 +128,26 @@ def int8_model_path(
         return path
     fp32 = onnx_model_path(model)
     images = [preprocess(frame, make_geometry(frame.shape, bbox)) for frame in calibration.frames(CALIBRATION_FRAMES)]
+    _quantize(fp32, images, path)
+    return path
+
+
+def _quantize(fp32: Path, images: list[np.ndarray], path: Path) -> None:
+    """Quantize the fp32 file on the pre-processed ``images`` and write the result to ``path``."""
+    # imported here: onnx and the quantizer take most of a second to import, and a run whose
+    # engine is cached needs neither
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Frames(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._images = iter(images)
+
+        def get_next(self) -> dict | None:
+            image = next(self._images, None)
+            return None if image is None else {INPUT_NAME: image[None, None]}
+
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs a warning per layer
     try:
@@ -146,7 +158,7 @@ def int8_model_path(
             quantize_static(
                 str(prepared),
                 str(quantized),
-                _Frames(images),
+                Frames(),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
@@ -159,4 +171,3 @@ def int8_model_path(
             write_atomic(path, quantized.read_bytes())
     finally:
         logging.getLogger().setLevel(quiet)
-    return path

@@ -7,6 +7,7 @@ import theirs when called, so settings and help load in milliseconds.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
@@ -56,6 +57,9 @@ def _runs_anywhere() -> str | None:
 
 
 def _no_cuda() -> str | None:
+    if sys.platform == "linux" and not Path("/dev/nvidiactl").exists():
+        # no NVIDIA driver loaded: said without importing torch (a second on a small CPU)
+        return "needs a CUDA GPU and none is visible (no NVIDIA driver: /dev/nvidiactl is missing)"
     import torch
 
     if torch.cuda.is_available():
@@ -64,9 +68,12 @@ def _no_cuda() -> str | None:
 
 
 def _no_tensorrt() -> str | None:
+    no_cuda = _no_cuda()
+    if no_cuda is not None:
+        return no_cuda
     from .tensorrt_engine import available
 
-    return _no_cuda() or available()
+    return available()
 
 
 # -- how each engine is built -----------------------------------------------------------------

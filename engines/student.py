@@ -37,7 +37,6 @@ from .bodyparts import N_KEYPOINTS
 FORMAT = "facestream-student"
 VERSION = 1
 HEADER_KEY = "__header__"
-SUFFIX = ".npz"
 INPUT_SIZE, OUTPUT_SIZE = 256, 64
 
 
@@ -133,11 +132,6 @@ def conv_flops(net: nn.Module, size: int = INPUT_SIZE) -> float:
 
 class StudentFileError(ValueError):
     """A student file is missing, unreadable or not a student; one line for the user."""
-
-
-def is_student_file(path: Path) -> bool:
-    """Whether ``path`` is named as a student file (``*.npz``); its contents are checked on load."""
-    return path.suffix == SUFFIX
 
 
 def save_student(path: str | Path, net: StudentNet, header: dict) -> None:

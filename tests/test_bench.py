@@ -45,6 +45,10 @@ def test_every_frame_reaches_the_subscriber_and_is_timed(tmp_path):
     assert "frames/s" in summary and "capture -> subscriber" in summary
     start = result["startup_s"]  # time to the first frame, from the pipeline's set-up
     assert 0 < start["tracker_loaded"] < start["first_frame"] and "first frame at" in summary
+    # `facestream run` launched as a user would, to its first frame at a subscriber
+    launches = start["command_first_frame"]["launches"]
+    assert len(launches) == 3 and all(t is not None and t > 0 for t in launches), launches
+    assert start["command_first_frame"]["median"] == sorted(launches)[1] and "launched to its first frame" in summary
 
 
 @pytest.mark.skipif(not FACEMAP_PYTHON.is_file(), reason=f"no Facemap environment at {FACEMAP_PYTHON} (.ci/run builds it)")

@@ -12,12 +12,12 @@ from facestream.engines.encoder import (
     EncoderFileError,
     InputSpec,
     MODELS,
-    KeypointsEncoder,
     StreamingEncoder,
     clean_and_normalise,
     load_encoder,
     save_encoder,
 )
+from facestream.engines.encoder_network import KeypointsEncoder
 from facestream.engines.training.synthetic_neurons import NeuralPopulation
 
 MIN_DEFAULT_VE = 0.08  # the default gives 0.16 on frames 16,000-21,999 (docs/encoder.md)

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from facestream.camera_adapters.synthetic.camera import SyntheticCamera
 from facestream.engines.bodyparts import BODYPARTS, N_KEYPOINTS
-from facestream.engines.encoder import KeypointsEncoder, NeuralProjection, load_encoder
+from facestream.engines.encoder import NeuralProjection, load_encoder
+from facestream.engines.encoder_network import KeypointsEncoder
 from facestream.engines.training.encoder_training import (
     EncoderTrainingError,
     EpochReport,

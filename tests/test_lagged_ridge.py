@@ -9,13 +9,12 @@ import torch
 
 from facestream.engines.encoder import (
     EncoderFileError,
-    KeypointsEncoder,
     NeuralProjection,
-    RidgePlusNetwork,
     clean_and_normalise,
     load_encoder,
     save_encoder,
 )
+from facestream.engines.encoder_network import KeypointsEncoder, RidgePlusNetwork
 from facestream.engines.training.encoder_training import model_to_neurons
 from facestream.engines.lagged_ridge import LaggedFeatureWindow, LaggedRidge, lagged_features
 from facestream.engines.training.ridge_fit import fit_ridge

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from facestream.engines.encoder import KeypointsEncoder, load_encoder, save_encoder
+from facestream.engines.encoder import load_encoder, save_encoder
+from facestream.engines.encoder_network import KeypointsEncoder
 from facestream.streamer.cli import main
 from facestream.streamer.tools.simulate import POSE_NAME, VIDEO_NAME, write_session
 from helpers import free_port

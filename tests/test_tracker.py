@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import pickle
 from pathlib import Path
@@ -432,6 +433,31 @@ def test_bundled_model_identity():
     assert model.identity()["trained"] is True
     assert model.channels == tuple(CHANNELS)
     assert model.sha256 == hashlib.sha256(model.state_path.read_bytes()).hexdigest()
+
+
+def test_a_checked_model_loads_again_from_its_record(tmp_path, cache_home):
+    """A model that passed the checks is recorded under its two files' sha256; loading the same
+    files again reads that record instead of unpickling them (a cached engine then starts without
+    torch) and reads the weights only when they are asked for. A damaged record is ignored and
+    the files are checked again."""
+    net = make_network()
+    state_path = save_model(tmp_path / "m", net, state_name="finetuned.pt")
+    first = load_model(state_path)
+    records = sorted((cache_home / "facestream" / "checked-models").glob(f"{first.sha256}-*.json"))
+    assert len(records) == 1
+    again = load_model(state_path)
+    assert "state_dict" not in vars(again)  # not read yet
+    assert again == first and again.synthetic_only is False
+    x = torch.randn(1, 1, 256, 256)
+    with torch.no_grad():
+        for a, b in zip(net(x), again.build()(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    records[0].write_text("{damaged")
+    assert load_model(state_path) == first
+    assert json.loads(records[0].read_text())["channels"] == CHANNELS  # checked and recorded again
+    # other bytes are other files: a file changed after its check is checked again, and refused
+    state_path.write_bytes(np.random.default_rng(6).bytes(5000))
+    assert_model_error(state_path, "not a plain torch tensor file")
 
 
 def assert_model_error(path: Path, *words: str) -> None:

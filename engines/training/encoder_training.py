@@ -59,12 +59,11 @@ from ..encoder import (
     MODELS,
     N_IN,
     InputSpec,
-    KeypointsEncoder,
     NeuralProjection,
-    RidgePlusNetwork,
     clean_and_normalise,
     save_encoder,
 )
+from ..encoder_network import KeypointsEncoder, RidgePlusNetwork
 from ..lagged_ridge import LaggedRidge
 from .facemap_encoder import facemap_network
 from .ridge_fit import fit_ridge
