@@ -45,6 +45,8 @@ from facestream.streamer.pose_h5 import CHUNK_ROWS, PoseFile, chunk_set_bytes
 
 _FINAL = ("ended", "stopped", "failed")
 _EMPTY_FILE = 64 * 1024  # an empty file with the run's metadata: 38 KB measured with 3 KB of settings
+_META_EVERY_S = 10.0  # the last meta is written at most this often, and at the end: HDF5 leaves an
+# attribute's old space behind when it is rewritten (4-5 KB each time: 15 MB an hour at every flush)
 _GROWTH_MARGIN = 256 * 1024  # metadata that new chunks bring (chunk indexes: 116 KB measured for the first ones)
 _LOW = 64 * 1024  # set aside past the file's end for a write into chunks already there (attributes move) and the close
 
@@ -282,6 +284,7 @@ def recorder_main(
     try:
         _tell(conn, ("ready",))
         next_flush = time.monotonic() + flush_interval
+        next_meta = time.monotonic()
         finished = False
         while not finished:
             gone = not parent_alive()
@@ -300,8 +303,11 @@ def recorder_main(
             elif gone:
                 break
             if writer.full is None and (finished or time.monotonic() >= next_flush):
-                unrecorded += _write(writer, rows, conn, meta=meta)
+                due = finished or time.monotonic() >= next_meta
+                unrecorded += _write(writer, rows, conn, meta=meta if due else None)
                 next_flush = time.monotonic() + flush_interval
+                if due and meta is not None:
+                    next_meta = time.monotonic() + _META_EVERY_S
         if writer.full is None:
             unrecorded += _write(writer, rows, conn, complete=finished)
         _tell(conn, ("closed", writer.flushed, unrecorded))

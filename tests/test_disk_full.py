@@ -112,9 +112,9 @@ def test_a_recording_that_fills_the_disk_stops_in_one_line_and_the_run_goes_on(s
     says so once; the run publishes every frame it was asked for."""
     n_neural = load_encoder(None).describe()["n_out"]
     cfg = defaults()  # the recording's columns: activity, and the pupil's and motion SVD's by default
-    # 512 KB past the start: every flush rewrites the `meta` attribute and HDF5 does not reuse the
-    # old one's space (about 5 KB a flush), so the first chunk's rows need that much on a slow
-    # run; still far less than the next chunks need (chunk_set_bytes, 0.98 MB, and the margin)
+    # 512 KB past the start: room for the first chunk's rows and the `meta` attribute's rewrites
+    # (HDF5 does not reuse an old attribute's space: about 5 KB each, every 10 s); far less than
+    # the next chunks need (chunk_set_bytes, 0.98 MB, and the margin)
     disk = small_disk(start_bytes(n_neural, cfg.pupil.enabled, cfg.motion_svd.components * cfg.motion_svd.enabled)
                       + 512 * 1024)
     path = disk / "run.h5"
