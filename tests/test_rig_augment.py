@@ -46,35 +46,6 @@ def test_view_moves_keypoints_with_the_pixels(seed):
             assert warped[int(round(y)), int(round(x))] > 0.3
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_a_nearer_snout_moves_keypoints_with_the_pixels_and_enlarges_the_nose(seed):
-    """Single bright pixels at the keypoints stay on the moved keypoints; the nose points spread
-    apart (the snout is drawn larger) while the eye, far from it, hardly moves."""
-    rng = np.random.default_rng(seed)
-    truth = np.ones((len(BODYPARTS), 3), np.float32)
-    truth[:, :2] = np.stack([rng.uniform(40, 600, len(BODYPARTS)), rng.uniform(40, 440, len(BODYPARTS))], axis=1)
-    nose = [K[n] for n in ("nose(top)", "nose(tip)", "nose(bottom)", "nose(r)")]
-    truth[nose, :2] = np.array([[500, 240], [530, 270], [500, 300], [470, 270]])  # a nose around (500, 270)
-    truth[K["eye(back)"], :2] = (80, 60)
-    frame = np.zeros((480, 640), np.float32)
-    for x, y, _ in truth:
-        frame[int(round(y)) - 2:int(round(y)) + 3, int(round(x)) - 2:int(round(x)) + 3] = 1.0
-    truth[:, :2] = np.round(truth[:, :2])
-    warped, points = rig_augment.nearer_snout(frame, truth, rng, 1.0)
-    for (x, y, v), (_, _, was) in zip(points, truth):
-        if v:
-            assert warped[int(round(y)), int(round(x))] > 0.3
-        assert v <= was
-    spread = lambda p: np.ptp(p[nose, 0]) + np.ptp(p[nose, 1])  # noqa: E731
-    assert spread(points) > 1.1 * spread(truth)
-    assert np.hypot(*(points[K["eye(back)"], :2] - truth[K["eye(back)"], :2])) < 3
-    # no nose in view: nothing to enlarge around
-    hidden = truth.copy()
-    hidden[nose, 2] = 0
-    same, unmoved = rig_augment.nearer_snout(frame, hidden, rng, 1.0)
-    assert same is frame and unmoved is hidden
-
-
 def test_objects_hide_what_they_cover_and_nothing_else():
     frame, truth = _frame()
     image = frame.astype(np.float32)

@@ -187,7 +187,7 @@ class FaceModel:
         moves = rng.normal(0.0, 6.0, anchors.shape)
         moves[3:6] += snout
         moves[2] += 0.5 * snout
-        nose_size = rng.uniform(0.85, 1.5)  # up to a blunt, bulbous snout
+        nose_size = rng.uniform(0.85, 1.15)
 
         def bend(points) -> np.ndarray:
             p = np.asarray(points, np.float64).reshape(-1, 2)

@@ -7,9 +7,7 @@ drawn faces to real ones. Facemap's bodypart names are anatomical (front, back, 
 a mirrored face keeps its names: only x changes. Every step keeps the keypoints on the pixels
 they label; a keypoint pushed out of the frame or covered by an object is no longer in view.
 
-Strength 1 spans: mirrored half the time; on a third of the samples a snout nearer the camera
-than the eye (drawn up to 1.9x larger around the nose, as an oblique or frontal view or a
-close-up lens shows it); a camera turned up to ~25 degrees in any direction
+Strength 1 spans: mirrored half the time; a camera turned up to ~25 degrees in any direction
 and rolled up to 15; the face at 45-180 % of its drawn size (from a small part of the frame to a
 close-up that crops it) under any crop; a point light with 3x falloff, gamma 0.5-2, burnt-out
 patches; a head-post, a lick spout, a platform or stray blobs; down-sampling to a third, blur,
@@ -20,10 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..bodyparts import BODYPARTS
-
-_P_MIRROR, _P_NEAR_SNOUT, _P_VIEW, _P_LIGHT, _P_OBJECTS, _P_SENSOR = 0.5, 0.33, 0.8, 0.7, 0.5, 0.5
-_NOSE = [BODYPARTS.index(name) for name in ("nose(top)", "nose(tip)", "nose(bottom)", "nose(r)")]
+_P_MIRROR, _P_VIEW, _P_LIGHT, _P_OBJECTS, _P_SENSOR = 0.5, 0.8, 0.7, 0.5, 0.5
 
 
 def mirror(frame: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -42,8 +37,6 @@ def augment(frame: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator, 
         return frame, keypoints
     if rng.random() < _P_MIRROR:
         frame, keypoints = mirror(frame, keypoints)
-    if rng.random() < _P_NEAR_SNOUT:
-        frame, keypoints = nearer_snout(frame, keypoints, rng, strength)
     if rng.random() < _P_VIEW:
         frame, keypoints = view(frame, keypoints, rng, strength)
     if frame.dtype != np.uint8:
@@ -56,45 +49,6 @@ def augment(frame: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator, 
     if rng.random() < _P_SENSOR:
         image = sensor(image, rng, strength)
     return np.clip(image, 0, 255).astype(np.uint8), keypoints
-
-
-def nearer_snout(frame: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator, strength: float
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The snout nearer the camera than the eye: a smooth radial magnification around the nose
-    (up to 1.9x at its centre, falling off over 8-20 % of the frame), which a side view seen
-    from the front at an angle, or through a short lens, gives a real face: a large, bulbous
-    snout beside a small eye. A frame with no nose in view is left as it is."""
-    seen = [k for k in _NOSE if keypoints[k, 2] > 0]
-    if not seen:
-        return frame, keypoints
-    height, width = frame.shape
-    centre = keypoints[seen, :2].mean(axis=0) + rng.normal(0.0, 0.02 * width, 2)
-    peak = 1.0 + strength * rng.uniform(0.2, 0.9)
-    sigma = rng.uniform(0.08, 0.2) * max(width, height)
-
-    def gain(r: np.ndarray) -> np.ndarray:  # magnification at distance r from the centre
-        return 1.0 + (peak - 1.0) * np.exp(-(r**2) / (2.0 * sigma**2))
-
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    dx, dy = xs - np.float32(centre[0]), ys - np.float32(centre[1])
-    g = gain(np.hypot(dx, dy)).astype(np.float32)
-    warped = cv2.remap(frame, np.float32(centre[0]) + dx / g, np.float32(centre[1]) + dy / g, cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_REFLECT)
-    # a point at distance rho from the centre lands at the r where r / gain(r) = rho (increasing in r)
-    offsets = keypoints[:, :2] - centre
-    rho = np.hypot(offsets[:, 0], offsets[:, 1])
-    low, high = rho.copy(), rho * peak + 1e-6
-    for _ in range(40):
-        mid = (low + high) / 2
-        below = mid / gain(mid) < rho
-        low, high = np.where(below, mid, low), np.where(below, high, mid)
-    scale = np.where(rho > 1e-9, (low + high) / 2 / np.maximum(rho, 1e-9), 1.0)
-    xy = centre + offsets * scale[:, None]
-    inside = (xy[:, 0] >= 0) & (xy[:, 0] <= width - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= height - 1)
-    moved = keypoints.copy()
-    moved[:, 2] = (keypoints[:, 2] > 0) & inside
-    moved[:, :2] = np.where(moved[:, 2:3] > 0, xy, 0)
-    return warped, moved
 
 
 def view(frame: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator, strength: float
