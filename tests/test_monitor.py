@@ -411,6 +411,9 @@ def test_page_lays_out_one_panel_per_camera_side_by_side(endpoint, chromium, tmp
         page.goto(f"http://127.0.0.1:{port}/")
         page.wait_for_function("""() => ['left', 'right'].every(n =>
             document.querySelector(`section[data-camera="${n}"] canvas.frame`)?.dataset.frameId)""", timeout=60_000)
+        # the REC tiles come from `meta` (every 0.5 s), which may reach the page after both cameras' frames
+        page.wait_for_function("""() => document.querySelector('section[data-camera="left"] .tile.rec .value')
+            ?.textContent.includes('REC')""", timeout=10_000)
         boxes = {n: page.locator(f'section[data-camera="{n}"]').bounding_box() for n in ("left", "right")}
         rec = {n: page.inner_text(f'section[data-camera="{n}"] .tile.rec .value') for n in ("left", "right")}
         page.screenshot(path=str(tmp_path / "two-cameras.png"), full_page=True)
