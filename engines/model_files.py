@@ -41,7 +41,7 @@ from .bodyparts import N_KEYPOINTS
 if TYPE_CHECKING:
     import torch
 
-    from .student import StudentArch
+    from .student_arch import StudentArch
 
 STATE_NAME = "facemap_model_state.pt"
 PARAMS_NAME = "facemap_model_params.pth"
@@ -189,6 +189,17 @@ def _read_checked(record: Path) -> dict | None:
     fields = {"name": str, "channels": list, "trained": bool, "synthetic_only": bool}
     if not isinstance(checked, dict) or not all(isinstance(checked.get(k), t) for k, t in fields.items()):
         return None
+    student = checked.get("student")
+    if student is not None:  # a student's: its shape and its teacher
+        from .student_arch import StudentArch
+
+        try:
+            if StudentArch(tuple(student["widths"]), student["separable"], student["full_res"]).check():
+                return None
+        except (TypeError, KeyError):
+            return None
+        if not isinstance(checked.get("teacher"), dict):
+            return None
     return checked
 
 
@@ -203,28 +214,55 @@ def _write_checked(record: Path, checked: dict) -> None:
 
 def load_student(path: Path) -> TrackerModel:
     """A student file (``student.py``'s format) as a TrackerModel; ModelFileError if it is not one."""
-    from .student import StudentArch, StudentFileError, read_student
+    from .student_arch import StudentArch
 
-    try:
-        header, state, sha256 = read_student(path)
-    except StudentFileError as exc:
-        raise ModelFileError(str(exc)) from None
-    arch = header["architecture"]
-    teacher = header.get("teacher") if isinstance(header.get("teacher"), dict) else {}
-    training = header.get("training") if isinstance(header.get("training"), dict) else {}
-    data = training.get("data")
+    if not path.is_file():
+        raise ModelFileError(f"{path}: file not found")
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    record = _checked_record(sha256, sha256)
+    checked = _read_checked(record)
+    if checked is None or checked.get("student") is None:
+        header, state = _read_student(path)
+        arch = header["architecture"]
+        teacher = header.get("teacher") if isinstance(header.get("teacher"), dict) else {}
+        training = header.get("training") if isinstance(header.get("training"), dict) else {}
+        data = training.get("data")
+        checked = {
+            "name": str(header.get("name", path.stem)),
+            "channels": list(arch["widths"]),
+            "trained": True,
+            "synthetic_only": isinstance(data, list) and len(data) > 0 and all(d == "synthetic" for d in data),
+            "student": {"widths": list(arch["widths"]), "separable": arch["separable"], "full_res": arch["full_res"]},
+            "teacher": {"name": str(teacher.get("name")), "sha256": str(teacher.get("sha256"))},
+        }
+        _write_checked(record, checked)
+        read_weights = lambda: state  # noqa: E731 (already read)
+    else:
+        read_weights = lambda: _read_student(path)[1]  # noqa: E731
+    spec = checked["student"]
     return TrackerModel(
-        name=str(header.get("name", path.stem)),
+        name=checked["name"],
         state_path=path.resolve(),
         params_path=path.resolve(),
         sha256=sha256,
-        channels=tuple(arch["widths"]),
+        channels=tuple(checked["channels"]),
         trained=True,
-        read_weights=lambda: state,
-        synthetic_only=isinstance(data, list) and len(data) > 0 and all(d == "synthetic" for d in data),
-        student=StudentArch(tuple(arch["widths"]), arch["separable"], arch["full_res"]),
-        teacher={"name": str(teacher.get("name")), "sha256": str(teacher.get("sha256"))},
+        read_weights=read_weights,
+        synthetic_only=checked["synthetic_only"],
+        student=StudentArch(tuple(spec["widths"]), spec["separable"], spec["full_res"]),
+        teacher=checked["teacher"],
     )
+
+
+def _read_student(path: Path) -> tuple[dict, dict]:
+    """(header, weights) of a student file, checked against its architecture (torch)."""
+    from .student import StudentFileError, read_student
+
+    try:
+        header, state, _ = read_student(path)
+    except StudentFileError as exc:
+        raise ModelFileError(str(exc)) from None
+    return header, state
 
 
 def _facemap_base() -> Path:

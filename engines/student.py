@@ -24,7 +24,7 @@ import hashlib
 import json
 import zipfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,28 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bodyparts import N_KEYPOINTS
+from .student_arch import StudentArch
 
 FORMAT = "facestream-student"
 VERSION = 1
 HEADER_KEY = "__header__"
 INPUT_SIZE, OUTPUT_SIZE = 256, 64
-
-
-@dataclass(frozen=True)
-class StudentArch:
-    """A student's shape: four widths, depthwise separable blocks or full 3x3, blocks at 128x128."""
-
-    widths: tuple[int, int, int, int] = (16, 32, 64, 128)
-    separable: bool = False
-    full_res: int = 0
-
-    def check(self) -> str | None:
-        """Why no network has this shape, or None."""
-        if len(self.widths) != 4 or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in self.widths):
-            return f"widths must be 4 positive integers, got {list(self.widths)}"
-        if self.full_res not in (0, 1):
-            return f"full_res must be 0 or 1, got {self.full_res}"
-        return None
 
 
 def _unit(ch_in: int, ch_out: int, separable: bool) -> nn.Sequential:

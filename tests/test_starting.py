@@ -12,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 
 def _read_until(fd: int, needle: str | None, timeout: float) -> str:
@@ -63,7 +64,7 @@ from facestream.camera_adapters.synthetic.camera import SyntheticCamera
 from facestream.engines.encoder import load_encoder
 from facestream.engines.tracker import load_tracker
 
-tracker = load_tracker("onnx")
+tracker = load_tracker("onnx", model=sys.argv[1] if len(sys.argv) > 1 else None)
 load_encoder()
 frame = SyntheticCamera(640, 480, seed=10001).render(0)[0]
 print(json.dumps({"torch": "torch" in sys.modules, "onnx": "onnx" in sys.modules,
@@ -71,15 +72,18 @@ print(json.dumps({"torch": "torch" in sys.modules, "onnx": "onnx" in sys.modules
 """
 
 
-def test_a_warm_start_imports_neither_torch_nor_onnx(tmp_path):
+@pytest.mark.parametrize("model", [None, "student"])
+def test_a_warm_start_imports_neither_torch_nor_onnx(tmp_path, model):
     """torch and onnx took about two of a warm start's three seconds on a 2-core machine; once the
     engine is cached (and the model's checks recorded beside it) neither is imported: the live
     path (pipeline, tracker, encoder) needs ONNX Runtime and numpy only. The first start, which
-    exports the network, does import torch, so the test can see an import."""
+    exports the network, does import torch, so the test can see an import. For the bundled
+    default (Facemap's network) and the bundled student."""
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
 
     def start() -> dict:
-        done = subprocess.run([sys.executable, "-c", _WARM_START], env=env, capture_output=True, text=True, timeout=300)
+        args = [sys.executable, "-c", _WARM_START] + ([model] if model else [])
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         return json.loads(done.stdout.splitlines()[-1])
 
