@@ -130,29 +130,22 @@ def load_model(path: str | Path | None = None) -> TrackerModel:
     if path is not None and is_student_file(Path(path)):
         return load_student(Path(path).expanduser())
     state_path, params_path = _resolve(path)
-    for file in (state_path, params_path):
-        if not file.is_file():
-            raise ModelFileError(f"{file}: file not found")
-    sha256 = hashlib.sha256(state_path.read_bytes()).hexdigest()
-    record = _checked_record(sha256, hashlib.sha256(params_path.read_bytes()).hexdigest())
-    checked = _read_checked(record)
-    if checked is None:
+
+    def check() -> tuple[dict, dict]:
         params = _torch_load(params_path)
         channels = _channels(params, params_path)
         state = _torch_load(state_path)
         _check_state(state, channels, state_path)
         marker = params.get("facestream") if isinstance(params.get("facestream"), dict) else {}
         data = marker.get("data")
-        checked = {
+        return {
             "name": str(marker.get("name", state_path.stem)),
             "channels": list(channels),
             "trained": bool(marker.get("trained", True)),
             "synthetic_only": isinstance(data, (list, tuple)) and len(data) > 0 and all(d == "synthetic" for d in data),
-        }
-        _write_checked(record, checked)
-        read_weights = lambda: state  # noqa: E731 (already read)
-    else:
-        read_weights = lambda: _torch_load(state_path)  # noqa: E731
+        }, state
+
+    sha256, checked, read_weights = _checked_once(state_path, params_path, check)
     return TrackerModel(
         name=checked["name"],
         state_path=state_path,
@@ -170,11 +163,31 @@ def is_student_file(path: Path) -> bool:
     return path.suffix == STUDENT_SUFFIX
 
 
-# A model that passed the checks once is recorded in the engine cache under the sha256 of its two
+# A model that passed the checks once is recorded in the engine cache under the sha256 of its
 # files, with what the checks found; the next load of the same files reads that record instead of
 # unpickling the files with torch, so a run whose engine is cached starts without importing
 # torch (about a second of a warm start on a small CPU). A record that cannot be read or written
 # is ignored: the files are then checked again.
+def _checked_once(state_path: Path, params_path: Path, check: Callable[[], tuple[dict, dict]]
+                  ) -> tuple[str, dict, Callable[[], dict]]:
+    """(sha256 of the state file, what ``check()`` found, how to read the weights): from the
+    record of an earlier check of the same files, else from ``check()`` (which reads the files,
+    raising ModelFileError, and returns what it found and the weights) and recorded. The weights
+    of a recorded model are read, and checked again, when first asked for."""
+    for file in dict.fromkeys((state_path, params_path)):
+        if not file.is_file():
+            raise ModelFileError(f"{file}: file not found")
+    sha256 = hashlib.sha256(state_path.read_bytes()).hexdigest()
+    params_sha256 = sha256 if params_path == state_path else hashlib.sha256(params_path.read_bytes()).hexdigest()
+    record = _checked_record(sha256, params_sha256)
+    checked = _read_checked(record)
+    if checked is not None:
+        return sha256, checked, lambda: check()[1]
+    checked, weights = check()
+    _write_checked(record, checked)
+    return sha256, checked, lambda: weights
+
+
 def _checked_record(state_sha256: str, params_sha256: str) -> Path:
     from .onnx_engine import cache_dir
 
@@ -216,29 +229,27 @@ def load_student(path: Path) -> TrackerModel:
     """A student file (``student.py``'s format) as a TrackerModel; ModelFileError if it is not one."""
     from .student_arch import StudentArch
 
-    if not path.is_file():
-        raise ModelFileError(f"{path}: file not found")
-    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-    record = _checked_record(sha256, sha256)
-    checked = _read_checked(record)
-    if checked is None or checked.get("student") is None:
-        header, state = _read_student(path)
+    def check() -> tuple[dict, dict]:
+        from .student import StudentFileError, read_student  # torch: only when the file is read
+
+        try:
+            header, state, _ = read_student(path)
+        except StudentFileError as exc:
+            raise ModelFileError(str(exc)) from None
         arch = header["architecture"]
         teacher = header.get("teacher") if isinstance(header.get("teacher"), dict) else {}
         training = header.get("training") if isinstance(header.get("training"), dict) else {}
         data = training.get("data")
-        checked = {
+        return {
             "name": str(header.get("name", path.stem)),
             "channels": list(arch["widths"]),
             "trained": True,
             "synthetic_only": isinstance(data, list) and len(data) > 0 and all(d == "synthetic" for d in data),
             "student": {"widths": list(arch["widths"]), "separable": arch["separable"], "full_res": arch["full_res"]},
             "teacher": {"name": str(teacher.get("name")), "sha256": str(teacher.get("sha256"))},
-        }
-        _write_checked(record, checked)
-        read_weights = lambda: state  # noqa: E731 (already read)
-    else:
-        read_weights = lambda: _read_student(path)[1]  # noqa: E731
+        }, state
+
+    sha256, checked, read_weights = _checked_once(path, path, check)
     spec = checked["student"]
     return TrackerModel(
         name=checked["name"],
@@ -252,17 +263,6 @@ def load_student(path: Path) -> TrackerModel:
         student=StudentArch(tuple(spec["widths"]), spec["separable"], spec["full_res"]),
         teacher=checked["teacher"],
     )
-
-
-def _read_student(path: Path) -> tuple[dict, dict]:
-    """(header, weights) of a student file, checked against its architecture (torch)."""
-    from .student import StudentFileError, read_student
-
-    try:
-        header, state, _ = read_student(path)
-    except StudentFileError as exc:
-        raise ModelFileError(str(exc)) from None
-    return header, state
 
 
 def _facemap_base() -> Path:
