@@ -20,7 +20,16 @@ from facestream.engines.model_files import BUNDLED_STUDENT, ModelFileError, load
 from facestream.engines.quantize import VideoCalibration
 from facestream.engines.student import StudentArch, StudentNet, conv_flops, save_student
 from facestream.engines.tracker import load_tracker
-from facestream.engines.training.distill import CHECKPOINT_NAME, STUDENT_NAME, Distiller
+from facestream.engines.decode import decode
+from facestream.engines.preprocess import make_geometry
+from facestream.engines.training.distill import (
+    CHECKPOINT_NAME,
+    POSITION_WEIGHT,
+    STUDENT_NAME,
+    Distiller,
+    _decoded,
+    distill_loss,
+)
 from facestream.streamer.cli import main
 from facestream.streamer.tools.simulate import write_session
 
@@ -75,6 +84,35 @@ def test_student_output_contract_and_flops():
     teacher = load_model().build()
     assert conv_flops(teacher) / 1e9 == pytest.approx(4.29, abs=0.01)  # Facemap's network, as documented
     assert conv_flops(teacher) / conv_flops(net) >= 4
+
+
+def test_the_distillation_loss_weighs_the_position_decoding_reads():
+    rng = np.random.default_rng(0)
+    heat = rng.uniform(0, 0.2, (1, 2, 64, 64)).astype(np.float32)
+    heat[0, 0, 20, 30] = 3.0  # keypoint 0 in view (likelihood 0.95)
+    heat[0, 1, 40, 10] = 0.3  # keypoint 1 out of view (0.57 < 0.6)
+    rows, cols = (rng.uniform(-0.1, 0.1, (1, 2, 64, 64)).astype(np.float32) for _ in range(2))
+    teacher = tuple(torch.from_numpy(a) for a in (heat, rows, cols))
+    # positions in cells, as the tracker decodes them (4 px of the 256-px input per cell)
+    peaks = torch.from_numpy(heat).flatten(-2).argmax(-1)
+    xy = decode(heat, rows, cols, make_geometry((256, 256)))[..., :2]
+    assert np.allclose(_decoded(teacher[1], teacher[2], peaks).numpy()[..., ::-1] * 4, xy, atol=1e-4)
+
+    def gradient(shift_keypoint: int, row: int, col: int, student_peak: tuple[int, int] | None = None) -> float:
+        student = [t.clone() for t in teacher]
+        if student_peak is not None:
+            student[0][0, shift_keypoint, student_peak[0], student_peak[1]] = 5.0
+        student[1] = (student[1] + 0.01).requires_grad_(True)  # off the teacher, where |.| has a slope
+        distill_loss(tuple(student), teacher).backward()
+        return float(student[1].grad[0, shift_keypoint, row, col])
+
+    assert float(distill_loss(teacher, teacher)) == 0.0
+    # the in-view keypoint's offset at its peak carries the position term on top of the neighbours'
+    at_peak, beside = gradient(0, 20, 30), gradient(0, 20, 31)
+    assert at_peak == pytest.approx(beside + POSITION_WEIGHT * 6, rel=1e-3)  # d|6 * offset| = 6
+    # an out-of-view keypoint's position is not trained; neither is one whose student peak is far off
+    assert gradient(1, 40, 10) == pytest.approx(gradient(1, 40, 11))
+    assert gradient(0, 50, 50, student_peak=(50, 50)) == 0.0
 
 
 def test_student_file_loads_as_a_tracker_model_that_names_its_teacher(student_file):

@@ -3,17 +3,21 @@
 No human labels: the teacher (the bundled model, Facemap's base model or a fine-tuned one) labels
 every training sample as it is made. A sample is a frame of the user's video through the same
 augmentation code as tracker training (``datasets.make_sample``), so the student learns the
-teacher on views a little beyond the video's. The loss compares the two networks' outputs where decoding reads them:
+teacher on views a little beyond the video's. By default only Facemap's jitter is applied
+(``augment``), not the rig randomisation (``rig_augment``, mirroring, other camera angles,
+props): the student serves this rig, and its capacity goes to this rig's views.
 
-By default only Facemap's jitter is applied (``augment``), not the rig randomisation
-(``rig_augment``, mirroring, other camera angles, props): the student serves this rig, and
-its capacity goes to this rig's views.
+The loss compares the two networks' outputs where decoding reads them:
 
 - the heatmaps after ReLU, squared difference summed over each 64x64 map (the peak's cell and
   height, so the keypoint's cell and its likelihood, follow the teacher's);
 - the two offset maps, absolute difference within ``OFFSET_RADIUS`` cells of the teacher's
   peak (decoding reads the offset at the peak cell; its neighbours count for a student whose
-  peak lands one cell off), weighted by ``OFFSET_WEIGHT``.
+  peak lands one cell off), weighted by ``OFFSET_WEIGHT``;
+- the decoded position itself, where the teacher has the keypoint in view: the student's peak
+  cell plus its offsets there, against the teacher's, in cells (absolute difference, weighted by
+  ``POSITION_WEIGHT``). A student peak more than ``OFFSET_RADIUS`` cells away is left to the
+  heatmap term: offsets cannot carry a keypoint that far.
 
 Frames are held out by time: the last ``holdout`` fraction of each video is never trained on;
 ``evaluate`` compares student and teacher there and on any other video, through the tracker's
@@ -33,6 +37,7 @@ import numpy as np
 import torch
 
 from ..bodyparts import BODYPARTS, N_KEYPOINTS
+from ..decode import OFFSET_SCALE
 from ..model_files import ModelFileError, TrackerModel, load_model
 from ..onnx_engine import OnnxNetwork, onnx_model_path
 from ..preprocess import make_geometry
@@ -53,6 +58,8 @@ MIN_FRAMES = 10  # per video: at least this many, of which the held-out part is 
 IN_VIEW = 0.6  # a keypoint is in view where the teacher's likelihood is at least this (the monitor's and encoder's threshold)
 OFFSET_RADIUS = 2.0  # cells around the teacher's peak where offsets are compared
 OFFSET_WEIGHT = 20.0
+POSITION_WEIGHT = 4.0  # per heatmap cell of decoded error (4 px of the network's input)
+IN_VIEW_LOGIT = math.log(IN_VIEW / (1 - IN_VIEW))  # the heatmap value whose sigmoid is IN_VIEW
 
 
 @dataclass(frozen=True)
@@ -168,13 +175,32 @@ def distill_loss(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor,
     heat_t, row_t, col_t = teacher
     heat = ((heat_s - heat_t) ** 2).sum(dim=(-2, -1)).mean()
     size = heat_t.shape[-1]
-    peak = heat_t.flatten(-2).argmax(dim=-1)
+    peak_t = heat_t.flatten(-2).argmax(dim=-1)
     grid = torch.arange(size, device=heat_t.device)
-    d_row = grid.view(1, 1, size, 1) - (peak // size)[..., None, None]
-    d_col = grid.view(1, 1, 1, size) - (peak % size)[..., None, None]
+    d_row = grid.view(1, 1, size, 1) - (peak_t // size)[..., None, None]
+    d_col = grid.view(1, 1, 1, size) - (peak_t % size)[..., None, None]
     near = ((d_row**2 + d_col**2) <= OFFSET_RADIUS**2).to(heat_s.dtype)
     offsets = (near * ((row_s - row_t).abs() + (col_s - col_t).abs())).sum() / near.sum()
-    return heat + OFFSET_WEIGHT * offsets
+    # the position decoding reads: the student's own peak cell and its offsets, against the teacher's
+    peak_s = heat_s.detach().flatten(-2).argmax(dim=-1)
+    position_s = _decoded(row_s, col_s, peak_s)
+    position_t = _decoded(row_t, col_t, peak_t)
+    in_view = heat_t.flatten(-2).amax(dim=-1) >= IN_VIEW_LOGIT
+    close = (position_s.detach() - position_t).abs().amax(dim=-1) <= OFFSET_RADIUS  # farther: the heatmap's to fix
+    counted = (in_view & close).to(heat_s.dtype)
+    position = (counted * (position_s - position_t).abs().sum(dim=-1)).sum() / counted.sum().clamp(min=1)
+    return heat + OFFSET_WEIGHT * offsets + POSITION_WEIGHT * position
+
+
+def _decoded(row_offset: torch.Tensor, col_offset: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+    """(B, K, 2) keypoint positions in heatmap cells, [row, col], decoded at flat ``cell`` (B, K)
+    as ``decode.decode`` does."""
+    size = row_offset.shape[-1]
+    at = cell[..., None]
+    row = torch.gather(row_offset.flatten(-2), -1, at)[..., 0]
+    col = torch.gather(col_offset.flatten(-2), -1, at)[..., 0]
+    scale = float(OFFSET_SCALE)
+    return torch.stack([(cell // size).to(row.dtype) + scale * row, (cell % size).to(col.dtype) + scale * col], dim=-1)
 
 
 class Distiller(TrainingLoop):
