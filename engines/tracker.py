@@ -145,7 +145,7 @@ def load_tracker(
     tracker_model = load_model(model)
     reason = "asked for"
     if engine == AUTO:
-        engine, reason = choose_auto()
+        engine, reason = choose_auto(student=tracker_model.student is not None)
     kind = ENGINES[engine]
     missing = kind.missing()
     if missing is not None:

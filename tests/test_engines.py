@@ -105,6 +105,10 @@ def test_auto_says_what_it_chose(cache_home):
     assert described["engine"] == expected
     assert described["reason"].startswith("auto: ")
     assert load_tracker("onnx").describe()["reason"] == "asked for"
+    # a student runs in fp32 where the teacher would run in int8; on a GPU both take the GPU engine
+    student = load_tracker("auto", "student", calibration=default_calibration()).describe()
+    assert student["engine"] == ("onnx" if expected == "onnx-int8" else expected)
+    assert student["reason"].startswith("auto: ")
 
 
 @pytest.mark.skipif(CUDA, reason="a CUDA GPU is present: the GPU engines run instead")
