@@ -36,11 +36,11 @@ import cv2
 import numpy as np
 import torch
 
+from .. import torch_ops
 from ..bodyparts import BODYPARTS, N_KEYPOINTS
-from ..decode import OFFSET_SCALE
 from ..model_files import ModelFileError, TrackerModel, load_model
 from ..onnx_engine import OnnxNetwork, onnx_model_path
-from ..preprocess import make_geometry
+from ..preprocess import INPUT_SIZE, make_geometry
 from ..student import StudentArch, StudentNet, conv_flops, save_student
 from .datasets import TrainingError, TrainingSet
 from .tracker_training import (
@@ -59,7 +59,7 @@ IN_VIEW = 0.6  # a keypoint is in view where the teacher's likelihood is at leas
 OFFSET_RADIUS = 2.0  # cells around the teacher's peak where offsets are compared
 OFFSET_WEIGHT = 20.0
 POSITION_WEIGHT = 4.0  # per heatmap cell of decoded error (4 px of the network's input)
-IN_VIEW_LOGIT = math.log(IN_VIEW / (1 - IN_VIEW))  # the heatmap value whose sigmoid is IN_VIEW
+_NETWORK_INPUT = make_geometry((INPUT_SIZE, INPUT_SIZE))  # decoding in the network's own 256-px input
 
 
 @dataclass(frozen=True)
@@ -182,25 +182,21 @@ def distill_loss(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor,
     near = ((d_row**2 + d_col**2) <= OFFSET_RADIUS**2).to(heat_s.dtype)
     offsets = (near * ((row_s - row_t).abs() + (col_s - col_t).abs())).sum() / near.sum()
     # the position decoding reads: the student's own peak cell and its offsets, against the teacher's
-    peak_s = heat_s.detach().flatten(-2).argmax(dim=-1)
-    position_s = _decoded(row_s, col_s, peak_s)
-    position_t = _decoded(row_t, col_t, peak_t)
-    in_view = heat_t.flatten(-2).amax(dim=-1) >= IN_VIEW_LOGIT
+    position_s, _ = _decoded(heat_s, row_s, col_s)
+    position_t, likelihood_t = _decoded(heat_t, row_t, col_t)
+    in_view = likelihood_t >= IN_VIEW
     close = (position_s.detach() - position_t).abs().amax(dim=-1) <= OFFSET_RADIUS  # farther: the heatmap's to fix
     counted = (in_view & close).to(heat_s.dtype)
     position = (counted * (position_s - position_t).abs().sum(dim=-1)).sum() / counted.sum().clamp(min=1)
     return heat + OFFSET_WEIGHT * offsets + POSITION_WEIGHT * position
 
 
-def _decoded(row_offset: torch.Tensor, col_offset: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-    """(B, K, 2) keypoint positions in heatmap cells, [row, col], decoded at flat ``cell`` (B, K)
-    as ``decode.decode`` does."""
-    size = row_offset.shape[-1]
-    at = cell[..., None]
-    row = torch.gather(row_offset.flatten(-2), -1, at)[..., 0]
-    col = torch.gather(col_offset.flatten(-2), -1, at)[..., 0]
-    scale = float(OFFSET_SCALE)
-    return torch.stack([(cell // size).to(row.dtype) + scale * row, (cell % size).to(col.dtype) + scale * col], dim=-1)
+def _decoded(heatmap: torch.Tensor, row_offset: torch.Tensor, col_offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keypoint positions (B, K, 2) [x, y] in heatmap cells and likelihoods (B, K), decoded as
+    the tracker decodes them (``torch_ops.decode``: the peak cell, the offsets there); the
+    gradient reaches the offsets."""
+    keypoints = torch_ops.decode(heatmap.detach(), row_offset, col_offset, _NETWORK_INPUT)
+    return keypoints[..., :2] * (heatmap.shape[-1] / INPUT_SIZE), keypoints[..., 2]
 
 
 class Distiller(TrainingLoop):
