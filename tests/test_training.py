@@ -121,6 +121,15 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
 
+def test_a_run_trains_on_profiles_and_3d_views_together(tmp_path):
+    config = TrainConfig(out=str(tmp_path / "run"), steps=2, data=("synthetic", "views"), view_animals=2,
+                         views_per_animal=3, **TINY)
+    trainer = Trainer.start(config)
+    assert [len(source) for source in trainer.data.sources] == [4, 6]
+    assert [source.folder.name.split("-")[0] for source in trainer.data.sources] == ["synthetic", "views"]
+    assert trainer.run().complete and trainer.config.data == ("synthetic", "views")
+
+
 def test_a_resumed_run_repeats_the_uninterrupted_one(tmp_path):
     config = TrainConfig(out=str(tmp_path / "whole"), steps=6, checkpoint_every=100, seed=4, **{**TINY, "augment": 1.0})
     whole = Trainer.start(config)
@@ -289,7 +298,16 @@ def test_eval_command_reports_the_documented_keys():
         assert key in report
     assert report["frames"] == 3 and set(report["per_keypoint"]) == set(BODYPARTS)
     assert report["eval_seeds"] == [EVAL_SEED_START, EVAL_SEED_START + 2]
-    assert report["mean_px_error"] > 0
+    assert report["mean_px_error"] > 0 and report["frames_from"] == "profiles"
+
+
+def test_eval_views_tracks_3d_views_of_held_out_heads():
+    result = CliRunner().invoke(main, ["eval", "--views", "--frames", "2", "--engine", "torch", "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["frames_from"] == "3D views" and report["frames"] == 2 and report["mean_px_error"] > 0
+    both = CliRunner().invoke(main, ["eval", "--views", "--labels", "somewhere"])
+    assert both.exit_code != 0 and "give one" in both.output and "Traceback" not in both.output
 
 
 # ---------------------------------------------------------------- the other commands

@@ -1,10 +1,12 @@
 """Labelled frames for training the tracker, made into network inputs exactly as inference makes them.
 
-Two sources of frames with true keypoints:
+Three sources of frames with true keypoints:
 
 - synthetic faces: ``SyntheticCamera`` frames of seeds below ``EVAL_SEED_START`` (seeds from there
   up are kept for evaluation), rendered once into a cache folder because drawing a face costs
   several milliseconds, a fifth of a training sample's time;
+- synthetic views: 3D heads (``head_views``) seen from the side, obliquely from the front and
+  from below, the camera angles a profile drawing cannot show; cached the same way;
 - Facemap's refined data (``*_Facemap_refined_data.npy``, written by its GUI while the user
   corrects keypoints): frames that Facemap stored already normalized, cropped and padded.
 
@@ -35,6 +37,7 @@ import numpy as np
 import torch
 
 from facestream.camera_adapters.synthetic.camera import SyntheticCamera
+from facestream.camera_adapters.synthetic.head_views import render_view
 from facestream.camera_adapters.synthetic.sampling import FRAME_SPAN, SYNTHETIC_FPS, frame_ids
 
 from ..bodyparts import BODYPARTS, N_KEYPOINTS
@@ -45,6 +48,7 @@ from . import rig_augment
 
 HEATMAP_SIZE = INPUT_SIZE // 4  # the network's output maps: one cell per 4x4 input pixels
 EVAL_SEED_START = 10_000  # synthetic seeds >= this are never trained on
+BANK_KINDS = ("synthetic", "views")  # synthetic_frames' two renderers
 
 # Augmentation ranges at strength 1: zoom 1 +- 0.1, rotation +- 10 degrees, shift +- 5 % of the
 # frame's sides; with probability 0.5 Facemap's brightness (+- 0.2 of the image's maximum) and
@@ -112,10 +116,14 @@ class RefinedFrames:
         return self.images[index]
 
 
-def _render_seed(width: int, height: int, seed: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    camera = SyntheticCamera(width, height, fps=SYNTHETIC_FPS, seed=seed)
+def _render_seed(kind: str, width: int, height: int, seed: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     frames = np.empty((count, height, width), np.uint8)
     keypoints = np.empty((count, N_KEYPOINTS, 3), np.float32)
+    if kind == "views":
+        for i in range(count):
+            frames[i], keypoints[i] = render_view(seed, i, width, height)
+        return frames, keypoints
+    camera = SyntheticCamera(width, height, fps=SYNTHETIC_FPS, seed=seed)
     for i, frame_id in enumerate(frame_ids(seed, count)):
         frames[i], keypoints[i] = camera.render(int(frame_id))
     return frames, keypoints
@@ -128,8 +136,13 @@ def synthetic_frames(
     frames_per_seed: int,
     cache_dir: Path,
     progress: Callable[[int], None] | None = None,
+    kind: str = "synthetic",
 ) -> SyntheticFrames:
     """The bank of seeds ``0 .. seeds - 1``, rendered into ``cache_dir`` unless already there.
+
+    ``kind`` "synthetic" draws the synthetic camera's faces (profiles that sniff, whisk, lick
+    and groom); "views" draws 3D heads from random rig cameras (``head_views``: side, oblique
+    from the front, from below), ``frames_per_seed`` cameras per animal.
 
     The folder's name holds the settings and a fingerprint of the renderer's output, so a
     changed face renderer makes a new bank instead of reusing frames it would no longer draw.
@@ -138,13 +151,15 @@ def synthetic_frames(
     threads can hang), so a script that calls this must guard its entry point with
     ``if __name__ == "__main__":``.
     """
+    if kind not in BANK_KINDS:
+        raise TrainingError(f"unknown kind of synthetic frames {kind!r}; choose one of {', '.join(BANK_KINDS)}")
     if not 1 <= seeds <= EVAL_SEED_START:
         raise TrainingError(f"synthetic seeds must be 1 .. {EVAL_SEED_START} (higher seeds are for evaluation), got {seeds}")
     if not 1 <= frames_per_seed <= FRAME_SPAN:
         raise TrainingError(f"frames per seed must be 1 .. {FRAME_SPAN}, got {frames_per_seed}")
-    probe = [_render_seed(width, height, s, 1) for s in sorted({0, seeds - 1})]
+    probe = [_render_seed(kind, width, height, s, 1) for s in sorted({0, seeds - 1})]
     digest = hashlib.sha256(b"".join(f.tobytes() + k.tobytes() for f, k in probe)).hexdigest()[:12]
-    folder = cache_dir / f"synthetic-{width}x{height}-{seeds}x{frames_per_seed}-{digest}"
+    folder = cache_dir / f"{kind}-{width}x{height}-{seeds}x{frames_per_seed}-{digest}"
     if (folder / "keypoints.npy").is_file():
         return SyntheticFrames(folder)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +169,7 @@ def synthetic_frames(
             tmp / "frames.npy", mode="w+", dtype=np.uint8, shape=(seeds * frames_per_seed, height, width)
         )
         keypoints = np.empty((seeds * frames_per_seed, N_KEYPOINTS, 3), np.float32)
-        jobs = [(width, height, seed, frames_per_seed) for seed in range(seeds)]
+        jobs = [(kind, width, height, seed, frames_per_seed) for seed in range(seeds)]
         for seed, (f, k) in enumerate(_map(jobs, pool=seeds * frames_per_seed >= _POOL_MIN_FRAMES)):
             rows = slice(seed * frames_per_seed, (seed + 1) * frames_per_seed)
             frames[rows], keypoints[rows] = f, k
@@ -174,7 +189,7 @@ def synthetic_frames(
     return SyntheticFrames(folder)
 
 
-def _map(jobs: list[tuple[int, int, int, int]], pool: bool):
+def _map(jobs: list[tuple[str, int, int, int, int]], pool: bool):
     """Render seeds in order: in worker processes, one per core, or here."""
     if not pool or (os.cpu_count() or 1) < 2:
         yield from (_render_seed(*job) for job in jobs)

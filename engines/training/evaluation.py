@@ -1,4 +1,5 @@
-"""How well a tracker finds the keypoints: pixel errors on synthetic faces it was never trained on.
+"""How well a tracker finds the keypoints: pixel errors on synthetic faces it was never trained on
+(the synthetic camera's profiles, or 3D views of held-out heads from random rig cameras).
 
 Evaluation frames come from synthetic seeds ``EVAL_SEED_START`` and up, which training refuses to
 use, so the numbers measure generalisation to new animals, not memory. Errors count only the
@@ -19,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from facestream.camera_adapters.synthetic.camera import SyntheticCamera
+from facestream.camera_adapters.synthetic.head_views import render_view
 from facestream.camera_adapters.synthetic.sampling import SYNTHETIC_FPS, frame_ids
 
 from ..bodyparts import BODYPARTS, N_KEYPOINTS
@@ -70,11 +72,16 @@ def keypoint_metrics(predicted: np.ndarray, truth: np.ndarray) -> dict:
     }
 
 
-def eval_frames(frames: int, width: int = 640, height: int = 480, seeds: int = EVAL_SEEDS):
-    """(seed, frame_id, pixels, truth) for ``frames`` evaluation frames spread over held-out seeds."""
+def eval_frames(frames: int, width: int = 640, height: int = 480, seeds: int = EVAL_SEEDS, views: bool = False):
+    """(seed, frame_id, pixels, truth) for ``frames`` evaluation frames spread over held-out seeds:
+    the synthetic camera's profiles, or with ``views`` 3D heads from random rig cameras."""
     seeds = max(1, min(seeds, frames))
     for i in range(seeds):
         seed = EVAL_SEED_START + i
+        if views:
+            for index in range(frames // seeds + (i < frames % seeds)):
+                yield (seed, index, *render_view(seed, index, width, height))
+            continue
         camera = SyntheticCamera(width, height, fps=SYNTHETIC_FPS, seed=seed)
         for frame_id in frame_ids(seed, frames // seeds + (i < frames % seeds)):
             pixels, truth = camera.render(int(frame_id))
@@ -87,15 +94,17 @@ def evaluate(
     width: int = 640,
     height: int = 480,
     progress: Callable[[int], None] | None = None,
+    views: bool = False,
 ) -> dict:
-    """``keypoint_metrics`` of ``tracker`` on ``frames`` held-out synthetic frames, with what was run.
+    """``keypoint_metrics`` of ``tracker`` on ``frames`` held-out synthetic frames (``views``: 3D
+    views of held-out heads), with what was run.
 
     ``progress`` is called with the number of frames done so far.
     """
     if frames < 1:
         raise ValueError(f"frames must be at least 1, got {frames}")
     predicted, truth, pending = [], [], []
-    for _, _, pixels, keypoints in eval_frames(frames, width, height):
+    for _, _, pixels, keypoints in eval_frames(frames, width, height, views=views):
         pending.append(pixels)
         truth.append(keypoints)
         if len(pending) == _BATCH or len(truth) == frames:
@@ -107,6 +116,7 @@ def evaluate(
     description = tracker.describe()
     result.update(
         frame_size=[width, height],
+        frames_from="3D views" if views else "profiles",
         eval_seeds=[EVAL_SEED_START, EVAL_SEED_START + min(EVAL_SEEDS, frames) - 1],
         engine=description["engine"],
         model=description["model"],
@@ -120,7 +130,7 @@ def evaluate(
 def result_lines(result: dict) -> list[str]:
     """``evaluate``'s result as a table for a person: each keypoint, then the whole."""
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-    lines = [f"{result['model']} ({result['engine']}) on {result['frames']} held-out frames",
+    lines = [f"{result['model']} ({result['engine']}) on {result['frames']} held-out frames ({result['frames_from']})",
              f"{'keypoint':<14}{'error px':>10}{f'<= {WITHIN_PX:g} px':>10}{'in view':>9}"]
     for name, row in result["per_keypoint"].items():
         lines.append(f"{name:<14}{fmt(row['mean_px_error'], '10.2f')}{fmt(row['within_5px'], '10.1%')}{row['visible']:>9}")

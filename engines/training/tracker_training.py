@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from ..bodyparts import N_KEYPOINTS
 from .datasets import (
+    BANK_KINDS,
     HEATMAP_SIZE,
     LabelledFrames,
     TrainingError,
@@ -67,8 +68,9 @@ class TrainConfig:
     """A training run's settings; ``resolve`` fills the ones left None from the data and the CPU.
 
     init: "scratch", "default" (the bundled model) or a model path for model_files.load_model.
-    data: "synthetic" and/or paths of Facemap refined-data files. steps, or else epochs (passes
-    over the labelled frames; a synthetic bank counts synthetic_seeds x frames_per_seed frames),
+    data: "synthetic", "views" and/or paths of Facemap refined-data files. steps, or else epochs
+    (passes over the labelled frames; a synthetic bank counts synthetic_seeds x frames_per_seed
+    frames, the views bank view_animals x views_per_animal),
     default 36 epochs. lr and schedule default by init (scratch: 2e-3, "cosine"; else 1e-4,
     "facemap"). augment: augmentation strength (0 = none, 1 = Facemap-like ranges).
     threads: torch threads (0 = torch's default); precision: "auto" = bf16 where native.
@@ -87,6 +89,8 @@ class TrainConfig:
     augment: float = 1.0
     synthetic_seeds: int = 512
     frames_per_seed: int = 24
+    view_animals: int = 1024
+    views_per_animal: int = 4
     width: int = 640
     height: int = 480
     presence_weight: float = 1.0
@@ -111,6 +115,7 @@ class TrainConfig:
             (self.threads < 0, f"threads must be >= 0, got {self.threads}"),
             (self.seed < 0, f"seed must be >= 0, got {self.seed}"),
             (not self.data, "no training data given"),
+            (self.view_animals < 1 or self.views_per_animal < 1, "view animals and views per animal must be at least 1"),
             (self.presence_weight < 0, f"presence weight must be >= 0, got {self.presence_weight}"),
         ]
         for bad, message in problems:
@@ -132,7 +137,7 @@ class TrainConfig:
             threads=self.threads or torch.get_num_threads(),
             channels=tuple(channels),
             name=self.name or Path(self.out).resolve().name,
-            data=tuple(d if d == "synthetic" else str(Path(d).expanduser().resolve()) for d in self.data),
+            data=tuple(d if d in BANK_KINDS else str(Path(d).expanduser().resolve()) for d in self.data),
         )
 
 
@@ -368,16 +373,18 @@ class Trainer(TrainingLoop):
 
 
 def _sources(config: TrainConfig, progress: bool) -> list[LabelledFrames]:
+    banks = {"synthetic": (config.synthetic_seeds, config.frames_per_seed, "synthetic faces"),
+             "views": (config.view_animals, config.views_per_animal, "3D views of synthetic heads")}
     sources: list[LabelledFrames] = []
     for item in config.data:
-        if item != "synthetic":
+        if item not in banks:
             sources.append(load_refined_data(item))
             continue
-        with tqdm(total=config.synthetic_seeds, desc="rendering synthetic faces", unit="face",
-                  disable=not progress, leave=False) as bar:
+        seeds, per_seed, what = banks[item]
+        with tqdm(total=seeds, desc=f"rendering {what}", unit="face", disable=not progress, leave=False) as bar:
             sources.append(synthetic_frames(
-                config.width, config.height, config.synthetic_seeds, config.frames_per_seed,
-                cache_dir() / "training", progress=lambda n: bar.update(n - bar.n),
+                config.width, config.height, seeds, per_seed, cache_dir() / "training",
+                progress=lambda n: bar.update(n - bar.n), kind=item,
             ))
     return sources
 

@@ -122,7 +122,7 @@ _RESUME_KEEPS = {"out", "resume", "quiet"}
 @click.command("train-tracker")
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for the model files and the checkpoint (default ./trained_tracker).")
 @click.option("--from", "init", help="Starting weights: default (the bundled model), scratch (a new network), or a Facemap model file or folder.")
-@click.option("--data", multiple=True, help="synthetic, or a Facemap *_Facemap_refined_data.npy; repeat to combine (default synthetic).")
+@click.option("--data", multiple=True, help="synthetic (profiles of the synthetic camera's faces), views (3D heads from side, oblique-front and below cameras), or a Facemap *_Facemap_refined_data.npy; repeat to combine (default synthetic).")
 @click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps (instead of --epochs).")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Passes over the labelled frames (default 36, Facemap's).")
 @click.option("--batch", type=click.IntRange(min=1), help="Frames per step (default 8).")
@@ -132,6 +132,8 @@ _RESUME_KEEPS = {"out", "resume", "quiet"}
 @click.option("--augment", type=click.FloatRange(0, 3), help="Augmentation strength, 0 = none (default 1).")
 @click.option("--synthetic-seeds", type=click.IntRange(min=1), help="Distinct synthetic faces (default 512).")
 @click.option("--frames-per-seed", type=click.IntRange(min=1), help="Rendered frames of each synthetic face (default 24).")
+@click.option("--view-animals", type=click.IntRange(min=1), help="--data views: distinct 3D heads (default 1024).")
+@click.option("--views-per-animal", type=click.IntRange(min=1), help="--data views: cameras on each head (default 4).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), help="Steps between checkpoints (default 200).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint, with its own settings.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -189,6 +191,8 @@ def train_tracker(out, resume, quiet, **settings) -> None:
 @click.option("--rig-augment", type=click.FloatRange(0, 3), help="Rig randomisation (mirroring, camera angle, light, props, sensor), 0 = none (the default: the student serves this rig).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Frames read per video, spread evenly (default 1000).")
 @click.option("--holdout", type=float, help="Final fraction of each video kept for evaluation (default 0.2).")
+@click.option("--view-animals", type=click.IntRange(min=1), help="--data views: distinct 3D heads (default 1024).")
+@click.option("--views-per-animal", type=click.IntRange(min=1), help="--data views: cameras on each head (default 4).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), help="Steps between checkpoints (default 200).")
 @click.option("--threads", type=click.IntRange(min=0), help="Torch threads (default: torch's).")
 @click.option("--eval-video", "eval_videos", multiple=True, type=click.Path(dir_okay=False), help="Also compare student and teacher on this video (never trained on); repeat for more.")
@@ -252,13 +256,14 @@ def _widths(text: str) -> tuple[int, ...]:
 
 @click.command("eval")
 @click.option("--frames", type=click.IntRange(min=1), default=300, show_default=True, help="Held-out synthetic frames to track (without --labels).")
+@click.option("--views", is_flag=True, help="Track 3D views of held-out synthetic heads (side, oblique-front, below) instead of the synthetic camera's profiles.")
 @click.option("--labels", help="Score on labelled real frames instead: Facemap's *_Facemap_refined_data.npy, or a folder of png/jpg images with labels.csv (image,bodypart,x,y; x = column, y = row; a bodypart with no row is not in view).")
 @click.option("--model", help=MODEL_HELP)
 @click.option("--engine", default="onnx", show_default=True, help=ENGINE_HELP + " Default onnx: fp32, Facemap's own numbers.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="CPU inference threads (0 = one per core, at most 4).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def eval_command(frames, labels, model, engine, threads, as_json, quiet) -> None:
+def eval_command(frames, views, labels, model, engine, threads, as_json, quiet) -> None:
     """Pixel error of a tracker on 640x480 synthetic faces never used in training, or with
     --labels on labelled real frames, as labelled and mirrored, beside a blind baseline."""
 
@@ -270,6 +275,8 @@ def eval_command(frames, labels, model, engine, threads, as_json, quiet) -> None
         from facestream.engines.training import evaluation
 
         labelled = None
+        if views and labels is not None:
+            raise ConfigError("--views and --labels pick different frames; give one")
         if labels is not None:  # read (and refuse bad input) before building an engine
             from facestream.engines.training.labelled_frames import load_labelled
 
@@ -279,7 +286,7 @@ def eval_command(frames, labels, model, engine, threads, as_json, quiet) -> None
         with tqdm(total=total, desc="evaluating", unit="frame", disable=quiet, leave=False) as bar:
             progress = lambda n: bar.update(n - bar.n)  # noqa: E731
             if labelled is None:
-                result = evaluation.evaluate(tracker, frames, progress=progress)
+                result = evaluation.evaluate(tracker, frames, progress=progress, views=views)
                 lines = evaluation.result_lines
             else:
                 result = evaluation.evaluate_labelled(tracker, labelled, progress=progress)
