@@ -160,12 +160,12 @@ class Head:
         kp[_K["nose(tip)"]] = nose.surface((0.75, -0.65, 0.25))
         kp[_K["nose(bottom)"]] = nose.surface((-0.3, -1.0, 0.35))
         pad = self.parts["pad"]
-        for name, (u, v) in (("whisker(I)", (-0.35, 0.45)), ("whisker(II)", (-0.75, 0.1)), ("whisker(III)", (-0.3, -0.3))):
+        for name, (u, v) in (("whisker(I)", (-0.2, 0.45)), ("whisker(II)", (-0.55, 0.1)), ("whisker(III)", (-0.2, -0.3))):
             kp[_K[name]] = pad.surface((u, v, math.sqrt(max(0.05, 1 - u * u - v * v))))
-        kp[_K["nosebridge"]] = self.parts["muzzle"].surface((0.15, 1.0, 0.0))
+        kp[_K["nosebridge"]] = self.parts["muzzle"].surface((0.45, 1.0, 0.0))
         jaw = self.jaw()
-        kp[_K["lowerlip"]] = jaw.surface((0.8, -0.55, 0.0))
-        kp[_K["mouth"]] = jaw.surface((-0.1, 0.55, 0.83))
+        kp[_K["lowerlip"]] = jaw.surface((0.95, -0.3, 0.0))
+        kp[_K["mouth"]] = jaw.surface((0.75, 0.4, 0.5))  # the corner, under the pad's front
         return _outermost(kp, self.ellipsoids())
 
     def whisker_curves(self, protraction: float) -> list[tuple[np.ndarray, bool]]:
