@@ -264,10 +264,38 @@ def render(head: Head, camera: Camera, width: int, height: int, rng: np.random.G
     """One uint8 frame (height, width) and its keypoints (15, 3) [x, y, in view]."""
     h2, w2 = height // _RENDER_SCALE, width // _RENDER_SCALE
     mm_per_px = _RENDER_SCALE * float(np.linalg.norm(camera.position - head.eye_centre)) / camera.focal
+    p, n, label, tone = _surface(head, _SPACING_PX * mm_per_px)
+    cam = camera.to_camera(p)
+    ncam = n @ camera.rotation.T
+    front = (cam[:, 2] > 1.0) & (ncam[:, 2] < 0.3)  # before the lens, facing it (or nearly)
+    normal, part, albedo, cover = _zbuffer(camera, cam[front], ncam[front], label[front], tone[front], h2, w2)
+    keypoints = _visible_keypoints(head, camera, width, height)
+
+    big = lambda img, interp=cv2.INTER_LINEAR: cv2.resize(img, (width, height), interpolation=interp)  # noqa: E731
+    normal = cv2.GaussianBlur(normal, (0, 0), 1.2)  # soften the creases between parts
+    normal = big(normal)
+    normal /= np.linalg.norm(normal, axis=2, keepdims=True) + 1e-6
+    part = big(part, cv2.INTER_NEAREST)
+    alpha = cv2.GaussianBlur(big(cover), (0, 0), rng.uniform(0.6, 1.5))
+    albedo = big(cv2.GaussianBlur(albedo, (0, 0), 0.7))
+    image = _shade(head, camera, normal, part, albedo, width, height, rng)
+    background = _background(rng, height, width)
+    far = np.zeros((height, width), np.float32)
+    near = np.zeros((height, width), np.float32)
+    shade_far, shade_near = _whiskers(head, camera, rng, far, near)
+    out = background * (1 - far) + shade_far * far
+    out = out * (1 - alpha) + image * alpha
+    out = out * (1 - near) + shade_near * near
+    return np.clip(out, 0, 255).astype(np.uint8), keypoints
+
+
+def _surface(head: Head, spacing: float) -> tuple[np.ndarray, ...]:
+    """Samples about ``spacing`` mm apart over the head's outer surface (each ellipsoid's, where
+    no other encloses it): points, normals, part index (``_EYE`` on the eye) and fur reflectance."""
     parts = head.ellipsoids()
     points, normals, labels = [], [], []
     for i, e in enumerate(parts):
-        p, n = e.samples(_SPACING_PX * mm_per_px)
+        p, n = e.samples(spacing)
         outside = np.ones(len(p), bool)
         for j, other in enumerate(parts):
             if j != i:
@@ -286,15 +314,18 @@ def render(head: Head, camera: Camera, width: int, height: int, rng: np.random.G
         reach = ((p - pad.centre) / (1.3 * pad.axes)) ** 2
         tone += (head.albedo_pad - head.albedo_snout) * np.exp(-reach.sum(1))
     tone[on_eye] = 0.03
+    # the eyeball bulges: its normals tilt outward from the eye's centre, which places the highlight
     bulge = (rel[on_eye] @ head.eye_t1)[:, None] / a * head.eye_t1 + (rel[on_eye] @ head.eye_t2)[:, None] / b * head.eye_t2
     n[on_eye] = n[on_eye] + 0.9 * bulge
     n[on_eye] /= np.linalg.norm(n[on_eye], axis=1, keepdims=True)
-    cam = camera.to_camera(p)
-    ncam = n @ camera.rotation.T
-    front = (cam[:, 2] > 1.0) & (ncam[:, 2] < 0.3)  # before the lens, facing it (or nearly)
-    cam, ncam, label, tone = cam[front], ncam[front], label[front], tone[front]
+    return p, n, label, tone
+
+
+def _zbuffer(camera: Camera, cam: np.ndarray, ncam: np.ndarray, label: np.ndarray, tone: np.ndarray, h2: int, w2: int
+             ) -> tuple[np.ndarray, ...]:
+    """The nearest sample's normal, part and reflectance in each cell of an (h2, w2) buffer, and
+    which cells the head covers; each sample covers 2x2 cells, so the samples leave no holes."""
     xy = camera.project(cam) / _RENDER_SCALE
-    # the z-buffer: each sample covers 2x2 cells; the nearest sample wins each cell
     cols = np.floor(xy[:, 0]).astype(np.int64)
     rows = np.floor(xy[:, 1]).astype(np.int64)
     cell, owner = [], []
@@ -317,24 +348,7 @@ def render(head: Head, camera: Camera, width: int, height: int, rng: np.random.G
     albedo[cell] = tone[owner]
     cover = np.zeros(h2 * w2, np.float32)
     cover[cell] = 1.0
-    keypoints = _visible_keypoints(head, camera, width, height)
-
-    big = lambda img, interp=cv2.INTER_LINEAR: cv2.resize(img, (width, height), interpolation=interp)  # noqa: E731
-    normal = cv2.GaussianBlur(normal.reshape(h2, w2, 3), (0, 0), 1.2)  # soften the creases between parts
-    normal = big(normal)
-    normal /= np.linalg.norm(normal, axis=2, keepdims=True) + 1e-6
-    part = big(part.reshape(h2, w2), cv2.INTER_NEAREST)
-    alpha = cv2.GaussianBlur(big(cover.reshape(h2, w2)), (0, 0), rng.uniform(0.6, 1.5))
-    albedo = big(cv2.GaussianBlur(albedo.reshape(h2, w2), (0, 0), 0.7))
-    image = _shade(head, camera, normal, part, albedo, width, height, rng)
-    background = _background(rng, height, width)
-    far = np.zeros((height, width), np.float32)
-    near = np.zeros((height, width), np.float32)
-    shade_far, shade_near = _whiskers(head, camera, rng, far, near)
-    out = background * (1 - far) + shade_far * far
-    out = out * (1 - alpha) + image * alpha
-    out = out * (1 - near) + shade_near * near
-    return np.clip(out, 0, 255).astype(np.uint8), keypoints
+    return normal.reshape(h2, w2, 3), part.reshape(h2, w2), albedo.reshape(h2, w2), cover.reshape(h2, w2)
 
 
 def _visible_keypoints(head: Head, camera: Camera, width: int, height: int) -> np.ndarray:
