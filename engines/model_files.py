@@ -13,7 +13,7 @@ downloaded there first (``fetch.fetch_models``) when its files are missing.
 
 The bundled default (``models/`` beside this module) is in the same two-file format. Its params
 file carries ``["facestream"] = {"name": ..., "trained": ..., "data": [...]}``; Facemap ignores
-that key. A model whose ``data`` is synthetic faces only is ``synthetic_only``.
+that key. A model whose ``data`` is synthetic faces only (``SYNTHETIC_DATA``) is ``synthetic_only``.
 
 A student (``student.py``: a small network distilled from one of these, with the same outputs)
 is one ``*.npz`` file; ``--model student`` names the bundled one (``models/student.npz``).
@@ -51,7 +51,10 @@ FACEMAP_NAME = "facemap"  # --model facemap: Facemap's base model in facemap_mod
 STUDENT_NAME = "student"  # --model student: the bundled student, distilled from the bundled default
 BUNDLED_STUDENT = BUNDLED_DIR / "student.npz"
 STUDENT_SUFFIX = ".npz"  # a student is one file (student.py's format)
-CHECKED_VERSION = 1  # part of a checked model's record name: bump when the checks change
+#: training data names that are this project's synthetic faces: the synthetic camera's profiles
+#: and the 3D views of synthetic heads (``train-tracker --data``)
+SYNTHETIC_DATA = ("synthetic", "views")
+CHECKED_VERSION = 2  # part of a checked model's record name: bump when the checks change
 
 _BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue")
 
@@ -142,7 +145,7 @@ def load_model(path: str | Path | None = None) -> TrackerModel:
             "name": str(marker.get("name", state_path.stem)),
             "channels": list(channels),
             "trained": bool(marker.get("trained", True)),
-            "synthetic_only": isinstance(data, (list, tuple)) and len(data) > 0 and all(d == "synthetic" for d in data),
+            "synthetic_only": isinstance(data, (list, tuple)) and len(data) > 0 and all(d in SYNTHETIC_DATA for d in data),
         }, state
 
     sha256, checked, read_weights = _checked_once(state_path, params_path, check)
@@ -244,7 +247,7 @@ def load_student(path: Path) -> TrackerModel:
             "name": str(header.get("name", path.stem)),
             "channels": list(arch["widths"]),
             "trained": True,
-            "synthetic_only": isinstance(data, list) and len(data) > 0 and all(d == "synthetic" for d in data),
+            "synthetic_only": isinstance(data, list) and len(data) > 0 and all(d in SYNTHETIC_DATA for d in data),
             "student": {"widths": list(arch["widths"]), "separable": arch["separable"], "full_res": arch["full_res"]},
             "teacher": {"name": str(teacher.get("name")), "sha256": str(teacher.get("sha256"))},
         }, state

@@ -128,6 +128,7 @@ def test_a_run_trains_on_profiles_and_3d_views_together(tmp_path):
     assert [len(source) for source in trainer.data.sources] == [4, 6]
     assert [source.folder.name.split("-")[0] for source in trainer.data.sources] == ["synthetic", "views"]
     assert trainer.run().complete and trainer.config.data == ("synthetic", "views")
+    assert load_model(tmp_path / "run").synthetic_only  # the 3D views are synthetic faces too
 
 
 def test_a_resumed_run_repeats_the_uninterrupted_one(tmp_path):

@@ -41,14 +41,13 @@ from facestream.camera_adapters.synthetic.head_views import render_view
 from facestream.camera_adapters.synthetic.sampling import FRAME_SPAN, SYNTHETIC_FPS, frame_ids
 
 from ..bodyparts import BODYPARTS, N_KEYPOINTS
-from ..model_files import ModelFileError
+from ..model_files import SYNTHETIC_DATA, ModelFileError
 from ..preprocess import INPUT_SIZE, Geometry, make_geometry, preprocess
 from ..restricted_npy import UnsafeFileError, load_object_npy
 from . import rig_augment
 
 HEATMAP_SIZE = INPUT_SIZE // 4  # the network's output maps: one cell per 4x4 input pixels
 EVAL_SEED_START = 10_000  # synthetic seeds >= this are never trained on
-BANK_KINDS = ("synthetic", "views")  # synthetic_frames' two renderers
 
 # Augmentation ranges at strength 1: zoom 1 +- 0.1, rotation +- 10 degrees, shift +- 5 % of the
 # frame's sides; with probability 0.5 Facemap's brightness (+- 0.2 of the image's maximum) and
@@ -151,8 +150,8 @@ def synthetic_frames(
     threads can hang), so a script that calls this must guard its entry point with
     ``if __name__ == "__main__":``.
     """
-    if kind not in BANK_KINDS:
-        raise TrainingError(f"unknown kind of synthetic frames {kind!r}; choose one of {', '.join(BANK_KINDS)}")
+    if kind not in SYNTHETIC_DATA:
+        raise TrainingError(f"unknown kind of synthetic frames {kind!r}; choose one of {', '.join(SYNTHETIC_DATA)}")
     if not 1 <= seeds <= EVAL_SEED_START:
         raise TrainingError(f"synthetic seeds must be 1 .. {EVAL_SEED_START} (higher seeds are for evaluation), got {seeds}")
     if not 1 <= frames_per_seed <= FRAME_SPAN:

@@ -36,7 +36,6 @@ from tqdm import tqdm
 
 from ..bodyparts import N_KEYPOINTS
 from .datasets import (
-    BANK_KINDS,
     HEATMAP_SIZE,
     LabelledFrames,
     TrainingError,
@@ -45,7 +44,7 @@ from .datasets import (
     synthetic_frames,
 )
 from ..fmnet import FMnet
-from ..model_files import PARAMS_NAME, STATE_NAME, load_model
+from ..model_files import PARAMS_NAME, STATE_NAME, SYNTHETIC_DATA, load_model
 from ..onnx_engine import cache_dir
 
 CHECKPOINT_NAME = "training_checkpoint.pth"
@@ -137,7 +136,7 @@ class TrainConfig:
             threads=self.threads or torch.get_num_threads(),
             channels=tuple(channels),
             name=self.name or Path(self.out).resolve().name,
-            data=tuple(d if d in BANK_KINDS else str(Path(d).expanduser().resolve()) for d in self.data),
+            data=tuple(d if d in SYNTHETIC_DATA else str(Path(d).expanduser().resolve()) for d in self.data),
         )
 
 
