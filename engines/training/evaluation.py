@@ -78,12 +78,13 @@ def eval_frames(frames: int, width: int = 640, height: int = 480, seeds: int = E
     seeds = max(1, min(seeds, frames))
     for i in range(seeds):
         seed = EVAL_SEED_START + i
+        count = frames // seeds + (i < frames % seeds)
         if views:
-            for index in range(frames // seeds + (i < frames % seeds)):
+            for index in range(count):
                 yield (seed, index, *render_view(seed, index, width, height))
             continue
         camera = SyntheticCamera(width, height, fps=SYNTHETIC_FPS, seed=seed)
-        for frame_id in frame_ids(seed, frames // seeds + (i < frames % seeds)):
+        for frame_id in frame_ids(seed, count):
             pixels, truth = camera.render(int(frame_id))
             yield seed, int(frame_id), pixels, truth
 
